@@ -1,0 +1,5 @@
+import sys
+
+from metricslam.cli import main
+
+sys.exit(main())

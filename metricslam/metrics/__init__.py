@@ -1,0 +1,1 @@
+"""metricslam.metrics"""

@@ -1,0 +1,1 @@
+"""metricslam.slam.correspondence"""

@@ -1,0 +1,33 @@
+"""metricslam: metric monocular SLAM from one ordinary camera (Metric3D depth priors + dense bundle adjustment)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="metricslam",
+    version="0.1.0",
+    description="Metric 3D reconstruction from a single camera: Metric3D depth priors in DROID-style dense BA, CPU first.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["metricslam", "metricslam.*"]),
+    include_package_data=True,
+    package_data={"metricslam": ["py.typed"]},
+    install_requires=[
+        # torch is pinned by the Makefile where it is missing (a bare requirement may pull a CUDA build).
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "opencv-python-headless>=4.8",
+        "open3d>=0.18",
+        "evo>=1.25",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.1"],
+        "train": ["tensorboard>=2.14"],
+        "viz": ["rerun-sdk>=0.15"],
+    },
+    entry_points={"console_scripts": ["metricslam=metricslam.cli:main"]},
+)
