@@ -19,14 +19,27 @@ def hat(w: torch.Tensor) -> torch.Tensor:
     ).reshape(*w.shape[:-1], 3, 3)
 
 
+def _series_threshold(dtype: torch.dtype) -> float:
+    """Angle below which C and the V^-1 coefficient use their Taylor series.
+
+    Their closed forms cancel catastrophically: the relative error is about eps / theta^2, so float32 needs a much
+    larger switch-over than float64. The series (to theta^6) are accurate to < 1e-9 up to these angles.
+    """
+    return 0.05 if dtype == torch.float64 else 0.5
+
+
 def _so3_coeffs(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A = sin t / t, B = (1 - cos t) / t^2, C = (t - sin t) / t^3 with Taylor series near zero."""
+    """A = sin t / t, B = (1 - cos t) / t^2, C = (t - sin t) / t^3, stable for every angle in [0, pi]."""
     t2 = theta * theta
-    small = theta < 1e-3
-    safe = torch.where(small, torch.ones_like(theta), theta)
-    a = torch.where(small, 1 - t2 / 6 + t2 * t2 / 120, torch.sin(safe) / safe)
-    b = torch.where(small, 0.5 - t2 / 24 + t2 * t2 / 720, (1 - torch.cos(safe)) / (safe * safe))
-    c = torch.where(small, 1.0 / 6 - t2 / 120 + t2 * t2 / 5040, (safe - torch.sin(safe)) / (safe**3))
+    tiny = theta < 1e-4
+    safe = torch.where(tiny, torch.ones_like(theta), theta)
+    a = torch.where(tiny, 1 - t2 / 6, torch.sin(safe) / safe)
+    # 1 - cos t = 2 sin^2(t/2) has no cancellation.
+    b = torch.where(tiny, 0.5 - t2 / 24, 2 * (torch.sin(safe / 2) / safe) ** 2)
+    series = theta < _series_threshold(theta.dtype)
+    safe = torch.where(series, torch.ones_like(theta), theta)
+    c_series = 1.0 / 6 - t2 / 120 + t2 * t2 / 5040 - t2 * t2 * t2 / 362880
+    c = torch.where(series, c_series, (safe - torch.sin(safe)) / safe**3)
     return a, b, c
 
 
@@ -76,10 +89,11 @@ def se3_log(T: torch.Tensor) -> torch.Tensor:
     W = hat(w)
     eye = torch.eye(3, dtype=T.dtype, device=T.device).expand_as(W)
     t2 = theta * theta
-    small = theta < 1e-3
-    safe_t2 = torch.where(small, torch.ones_like(t2), t2)
-    # V^-1 = I - W/2 + (1 - A / (2B)) / theta^2 W^2
-    d = torch.where(small, 1.0 / 12 + t2 / 720, (1 - a / (2 * b)) / safe_t2)
+    series = theta < _series_threshold(T.dtype)
+    safe_t2 = torch.where(series, torch.ones_like(t2), t2)
+    # V^-1 = I - W/2 + d W^2 with d = (1 - A / (2B)) / theta^2.
+    d_series = 1.0 / 12 + t2 / 720 + t2 * t2 / 30240 + t2 * t2 * t2 / 1209600
+    d = torch.where(series, d_series, (1 - a / (2 * b)) / safe_t2)
     Vinv = eye - 0.5 * W + d * (W @ W)
     rho = (Vinv @ t[..., None])[..., 0]
     return torch.cat([rho, w], dim=-1)

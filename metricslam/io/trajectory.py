@@ -36,8 +36,12 @@ class Trajectory:
 def _load_rows(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: trajectory file not found; check the path")
-    rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file; expected a TUM, KITTI or 4x4 trajectory") from None
+    rows, line_nos = [], []
+    for line_no, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -45,21 +49,29 @@ def _load_rows(path: Path) -> np.ndarray:
             rows.append([float(v) for v in line.replace(",", " ").split()])
         except ValueError:
             raise InputError(f"{path}:{line_no}: not a number in '{line[:60]}'; expected a TUM, KITTI or 4x4 trajectory") from None
+        line_nos.append(line_no)
     if not rows:
         raise InputError(f"{path}: trajectory file is empty; expected one pose per line")
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise InputError(f"{path}: lines have different numbers of values {sorted(widths)}; expected one format throughout")
-    return np.asarray(rows, dtype=np.float64)
+    values = np.asarray(rows, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad):
+        raise InputError(f"{path}:{line_nos[bad[0]]}: non-finite value (nan or inf); remove or repair that pose")
+    return values
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """'tum' (8 values per line), 'kitti' (12) or 'matrix' (16)."""
-    width = _load_rows(Path(path)).shape[1]
+def _format_for_width(path: str | os.PathLike, width: int) -> str:
     fmt = {8: "tum", 12: "kitti", 16: "matrix"}.get(width)
     if fmt is None:
         raise InputError(f"{path}: {width} values per line; expected 8 (TUM), 12 (KITTI) or 16 (4x4 matrix)")
     return fmt
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'tum' (8 values per line), 'kitti' (12) or 'matrix' (16)."""
+    return _format_for_width(path, _load_rows(Path(path)).shape[1])
 
 
 def read_trajectory(path: str | os.PathLike, fmt: str = "auto") -> Trajectory:
@@ -67,13 +79,21 @@ def read_trajectory(path: str | os.PathLike, fmt: str = "auto") -> Trajectory:
     path = Path(path)
     rows = _load_rows(path)
     if fmt == "auto":
-        fmt = detect_format(path)
+        fmt = _format_for_width(path, rows.shape[1])
     expected = {"tum": 8, "kitti": 12, "matrix": 16}
     if fmt not in expected:
         raise InputError(f"unknown trajectory format '{fmt}'; use one of tum, kitti, matrix, auto")
     if rows.shape[1] != expected[fmt]:
-        raise InputError(f"{path}: {rows.shape[1]} values per line, but format '{fmt}' needs {expected[fmt]}")
+        raise InputError(
+            f"{path}: {rows.shape[1]} values per line, but format '{fmt}' needs {expected[fmt]}; "
+            "give the file's real format or 'auto'"
+        )
     if fmt == "tum":
+        bad = np.flatnonzero(np.linalg.norm(rows[:, 4:], axis=1) < 1e-12)
+        if len(bad):
+            raise InputError(
+                f"{path}: pose {bad[0] + 1} has a zero quaternion; expected 'timestamp tx ty tz qx qy qz qw'"
+            )
         poses = se3.pose7_to_matrix(torch.from_numpy(rows[:, 1:])).numpy()
         return Trajectory(poses, rows[:, 0].copy())
     n = len(rows)

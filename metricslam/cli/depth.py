@@ -1,0 +1,154 @@
+"""``metricslam depth``: metric depth, confidence, normals and a coloured point cloud for images.
+
+Also holds the model and intrinsics options shared by ``metricslam measure`` and evaluation/eval_depth.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metricslam.depth.camera_guess import CameraGuess, intrinsics_for_image
+from metricslam.depth.predictor import DepthPrediction, Metric3DPredictor, resolve_variant
+from metricslam.errors import InputError
+from metricslam.geometry.camera import Intrinsics
+from metricslam.geometry.projective import pixel_grid, unproject
+from metricslam.io.atomic import atomic_path, write_text_atomic
+from metricslam.io.images import read_rgb, write_depth_png, write_rgb
+from metricslam.io.ply import write_ply
+from metricslam.weights import resolve_weights
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint file, or a name from `metricslam weights list`")
+    p.add_argument("--variant", default=None, help="model variant; inferred from an official checkpoint file name")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input size (smaller is faster; rounded to a valid multiple); default official")
+    p.add_argument("--focal", choices=("fx", "mean"), default="fx",
+                   help="focal length of the de-canonical transform: fx (default) or (fx + fy) / 2")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+
+
+def add_intrinsics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fx", type=float, default=None, help="focal length in pixels (of the image as given)")
+    p.add_argument("--fy", type=float, default=None, help="default: fx")
+    p.add_argument("--cx", type=float, default=None, help="default: width / 2")
+    p.add_argument("--cy", type=float, default=None, help="default: height / 2")
+    p.add_argument("--calib", default=None, help="camera file: 'fx fy cx cy [k1 k2 p1 p2]' or a 3x3 K")
+    p.add_argument("--sensor-width-mm", type=float, default=None,
+                   help="sensor long side in mm, used with the EXIF focal length when EXIF lacks the 35 mm value")
+
+
+def predictor_from_args(args: argparse.Namespace) -> Metric3DPredictor:
+    weights = resolve_weights(args.weights)
+    variant = resolve_variant(args.weights, args.variant)
+    return Metric3DPredictor(variant, weights, device=args.device, input_size=args.input_size, focal_mode=args.focal)
+
+
+def load_image(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, CameraGuess]:
+    """The image (undistorted when the calibration has distortion) and its intrinsics."""
+    rgb = read_rgb(path)
+    h, w = rgb.shape[:2]
+    guess = intrinsics_for_image(path, w, h, calib=args.calib, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy,
+                                 sensor_width_mm=args.sensor_width_mm)
+    K = guess.intrinsics
+    if K.is_distorted:
+        rgb = cv2.undistort(rgb, K.K, np.asarray(K.dist_coeffs, dtype=np.float64))
+        guess = CameraGuess(K.undistorted(), guess.source)
+    return rgb, guess
+
+
+def backproject(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """HxWx3 camera-frame points (metres) of every pixel of a depth map."""
+    rays = unproject(pixel_grid(*depth.shape), torch.zeros(()), intrinsics.params)[..., :3]
+    return (rays * torch.from_numpy(depth.astype(np.float32))[..., None]).numpy()
+
+
+def colorize_depth(depth: np.ndarray, bar_width: int = 60) -> np.ndarray:
+    """RGB turbo rendering of depth (near = blue, far = red, invalid = black) with a labelled colour bar."""
+    import matplotlib
+
+    lut = (matplotlib.colormaps["turbo"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    valid = depth > 0
+    lo, hi = (float(depth[valid].min()), float(depth[valid].max())) if valid.any() else (0.0, 1.0)
+    hi = max(hi, lo + 1e-6)
+    index = np.clip((depth - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    image = lut[index]
+    image[~valid] = 0
+    h = depth.shape[0]
+    ramp = np.linspace(255, 0, h).astype(np.uint8)  # far at the top
+    bar = np.zeros((h, bar_width, 3), dtype=np.uint8)
+    bar[:, : bar_width // 3] = lut[ramp][:, None]
+    scale = max(0.3, h / 900)
+    for text, y in ((f"{hi:.1f}m", int(14 * scale * 2)), (f"{lo:.1f}m", h - 6)):
+        cv2.putText(bar, text, (bar_width // 3 + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([image, bar], axis=1)
+
+
+def list_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            return files
+        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; pass an image or a folder of them")
+    raise InputError(f"{path}: not found; pass an image file or a folder of images")
+
+
+def write_outputs(out: Path, stem: str, rgb: np.ndarray, K: Intrinsics, pred: DepthPrediction) -> None:
+    """Depth PNG (mm) and .npy (m), colour rendering, confidence, normals (ViT) and a coloured PLY."""
+    write_depth_png(out / f"{stem}_depth.png", pred.depth, scale=1000.0)
+    with atomic_path(out / f"{stem}_depth.npy") as tmp:
+        np.save(tmp, pred.depth.astype(np.float32))
+    write_rgb(out / f"{stem}_depth_color.png", colorize_depth(pred.depth))
+    confidence = (np.clip(pred.confidence, 0.0, 1.0) * 255).round().astype(np.uint8)
+    with atomic_path(out / f"{stem}_confidence.png") as tmp:
+        cv2.imwrite(str(tmp), confidence)
+    valid = pred.depth > 0
+    normals = None
+    if pred.normals is not None:
+        write_rgb(out / f"{stem}_normals.png", ((pred.normals + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8))
+        normals = pred.normals[valid]
+    write_ply(out / f"{stem}.ply", backproject(pred.depth, K)[valid], rgb[valid], normals)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = list_images(Path(args.input))
+    predictor = predictor_from_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cameras = {}
+    step = predictor.batch_size
+    with tqdm(total=len(files), unit="img", disable=len(files) == 1) as bar:
+        for start in range(0, len(files), step):
+            chunk = files[start:start + step]
+            loaded = [load_image(f, args) for f in chunk]
+            preds = predictor.predict_batch([rgb for rgb, _ in loaded], [g.intrinsics for _, g in loaded])
+            for file, (rgb, guess), pred in zip(chunk, loaded, preds):
+                write_outputs(out, file.stem, rgb, guess.intrinsics, pred)
+                K = guess.intrinsics
+                cameras[file.name] = {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "width": K.width,
+                                      "height": K.height, "source": guess.source}
+            bar.update(len(chunk))
+    write_text_atomic(out / "cameras.json", json.dumps(cameras, indent=2))
+    print(f"wrote depth for {len(files)} image(s) to {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("depth", help="metric depth, normals and a point cloud from images (Metric3D)",
+                              description="Metric depth for an image or a folder of images with a Metric3D model.")
+    p.add_argument("input", help="an image or a folder of images")
+    p.add_argument("--out", required=True, help="output folder")
+    add_model_args(p)
+    add_intrinsics_args(p)
+    p.set_defaults(func=run)

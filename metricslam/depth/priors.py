@@ -1,0 +1,126 @@
+"""Where a keyframe's prior depth comes from: one interface, chosen by name in the SLAM config.
+
+A prior maps a Frame (at processing resolution) to (depth in metres, confidence in [0, 1]) of the same size,
+or None when it has nothing for that frame. ``metric`` says whether the depth is in metres (scale observable).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from metricslam.depth.simulated import SimulatedMetricDepth, SimulatedPriorConfig
+from metricslam.errors import InputError, MetricSlamError
+from metricslam.io.frame import Frame
+from metricslam.io.images import read_depth
+
+PRIOR_NAMES = ("sensor", "folder", "simulated", "none", "metric3d")
+
+
+@dataclass
+class PriorConfig:
+    """Which depth prior feeds the BA and its options."""
+
+    kind: str = "simulated"  # sensor | folder | simulated | none | metric3d
+    folder: str | None = None  # for kind=folder: depth maps named like the images (.png with scale, or .npy metres)
+    depth_scale: float = 1000.0  # units per metre of PNG depth maps in the folder
+    simulated: SimulatedPriorConfig = field(default_factory=SimulatedPriorConfig)
+    weights: str | None = None  # for kind=metric3d: checkpoint path or registry name
+    variant: str | None = None  # for kind=metric3d: model variant (inferred from the weights name when possible)
+    input_size: tuple[int, int] | None = None  # for kind=metric3d: network input (H, W); None = official size
+    cache_dir: str | None = None  # for kind=metric3d: where predictions are cached for reruns
+    device: str | None = None  # for kind=metric3d: None = CUDA if available else CPU
+
+
+class DepthPrior(Protocol):
+    name: str
+    metric: bool
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+
+class NoPrior:
+    """Pure monocular: no depth, scale arbitrary."""
+
+    name, metric = "none", False
+
+    def __call__(self, frame: Frame) -> None:
+        return None
+
+
+class SensorPrior:
+    """Depth images delivered with the sequence (RGB-D)."""
+
+    name, metric = "sensor", True
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None:
+        if frame.depth is None:
+            return None
+        depth = frame.depth.astype(np.float32)
+        return depth, (depth > 0).astype(np.float32)
+
+
+class SimulatedPrior:
+    """Ground-truth depth corrupted like a zero-shot metric network's output (tests, benchmarks, demo)."""
+
+    name, metric = "simulated", True
+
+    def __init__(self, config: SimulatedPriorConfig):
+        self.model = SimulatedMetricDepth(config)
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None:
+        if frame.depth is None:
+            return None
+        return self.model.predict(frame.depth, frame.index)
+
+
+class FolderPrior:
+    """Precomputed depth maps (any network) named like the images: '<stem>.png' (scaled) or '<stem>.npy' (m)."""
+
+    name, metric = "folder", True
+
+    def __init__(self, folder: str | os.PathLike, depth_scale: float = 1000.0):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder}: depth prior folder not found; pass --depth DIR with one depth map per image")
+        self.files = {p.stem: p for p in sorted(self.folder.iterdir()) if p.suffix.lower() in (".png", ".npy")}
+        if not self.files:
+            raise InputError(f"{self.folder}: no .png or .npy depth maps; write one per image, named like the image")
+        self.depth_scale = depth_scale
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None:
+        stem = Path(frame.name).stem if frame.name else None
+        path = self.files.get(stem) if stem else None
+        if path is None:
+            raise InputError(
+                f"{self.folder}: no depth map named '{stem}.png' or '{stem}.npy' for image '{frame.name}'; "
+                "the depth folder must hold one map per image with the same name"
+            )
+        depth = read_depth(path, self.depth_scale)
+        if depth.shape != (frame.height, frame.width):
+            depth = cv2.resize(depth, (frame.width, frame.height), interpolation=cv2.INTER_NEAREST)
+        return depth, (depth > 0).astype(np.float32)
+
+
+def make_prior(config: PriorConfig) -> DepthPrior:
+    """Instantiate the prior named by ``config.kind``."""
+    kind = config.kind
+    if kind == "none":
+        return NoPrior()
+    if kind == "sensor":
+        return SensorPrior()
+    if kind == "simulated":
+        return SimulatedPrior(config.simulated)
+    if kind == "folder":
+        if not config.folder:
+            raise MetricSlamError("--prior folder needs the depth maps: pass --depth DIR (or set prior.folder)")
+        return FolderPrior(config.folder, config.depth_scale)
+    if kind == "metric3d":
+        from metricslam.depth.metric3d_prior import make_metric3d_prior
+
+        return make_metric3d_prior(config)
+    raise MetricSlamError(f"unknown prior '{kind}'; choose one of {', '.join(PRIOR_NAMES)}")

@@ -1,0 +1,106 @@
+"""Classical dense correspondences: OpenCV DIS optical flow sampled on the BA grid, with confidences.
+
+For an edge i -> j the output is, for every grid pixel of frame i, its target coordinates in frame j (grid units)
+and a confidence per coordinate built from forward-backward consistency, photometric agreement and image bounds.
+Grid pixel (u, v) is the centre of an ``stride`` x ``stride`` block of the processing image (pixel-centre
+convention: x_grid = (x + 0.5) / stride - 0.5), so block-averaged flow is the flow of the grid pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass
+class FlowConfig:
+    """Options of the classical correspondence back-end (pixels are processing-resolution pixels)."""
+
+    preset: str = "fast"  # DIS preset for graph edges: ultrafast | fast | medium
+    filter_preset: str = "ultrafast"  # DIS preset for the per-frame motion filter
+    fb_sigma: float = 1.0  # forward-backward error (px) at which confidence falls to exp(-1)
+    photo_sigma: float = 12.0  # grey-level difference at which confidence halves
+    border: float = 2.0  # targets closer than this to the image border (px) get no confidence
+    refine: bool = False  # re-run flow initialised from the current reprojection after BA
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """uint8 grey image from RGB (DIS works on one channel)."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+
+
+class DenseFlow:
+    """DIS optical flow with reusable solver objects (creating one costs more than a small flow)."""
+
+    def __init__(self, preset: str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown DIS preset '{preset}'; use one of {', '.join(PRESETS)}")
+        self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+        self._dis_init = cv2.DISOpticalFlow_create(PRESETS[preset])
+        self._dis_init.setUseInitialFlow(True)
+
+    def __call__(self, img0: np.ndarray, img1: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        """Flow (H, W, 2) float32 from grey img0 to grey img1, optionally starting from ``init``."""
+        if init is None:
+            return self._dis.calc(img0, img1, None)
+        return self._dis_init.calc(img0, img1, np.ascontiguousarray(init, dtype=np.float32))
+
+
+def block_mean(x: np.ndarray, stride: int) -> np.ndarray:
+    """Average over stride x stride blocks (H, W[, C]) -> (H/stride, W/stride[, C])."""
+    h, w = x.shape[0] // stride, x.shape[1] // stride
+    x = x[: h * stride, : w * stride]
+    return x.reshape(h, stride, w, stride, *x.shape[2:]).mean(axis=(1, 3))
+
+
+def _warp(img: np.ndarray, map_xy: np.ndarray) -> np.ndarray:
+    return cv2.remap(img, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class ClassicalCorrespondence:
+    """Targets and confidences for graph edges from dense optical flow."""
+
+    def __init__(self, config: FlowConfig | None = None, stride: int = 8):
+        self.config = config or FlowConfig()
+        self.stride = stride
+        self.flow = DenseFlow(self.config.preset)
+        self.filter_flow = DenseFlow(self.config.filter_preset)
+
+    def edge(
+        self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Targets (h, w, 2) in grid units of frame j and confidences (h, w, 2) for grid pixels of frame i.
+
+        ``init_ij`` / ``init_ji`` are optional full-resolution initial flows (e.g. predicted by reprojection),
+        which let DIS handle baselines larger than its search range.
+        """
+        H, W = grey_i.shape
+        fw = self.flow(grey_i, grey_j, init_ij)
+        bw = self.flow(grey_j, grey_i, init_ji)
+        ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+        base = np.stack([xs, ys], axis=-1)
+        tgt = base + fw
+        # Forward-backward: following bw from the target must come back to the start.
+        fb = fw + _warp(bw, tgt)
+        photo = np.abs(grey_i.astype(np.float32) - _warp(grey_j.astype(np.float32), tgt))
+        b = self.config.border
+        inside = (tgt[..., 0] >= b) & (tgt[..., 0] <= W - 1 - b) & (tgt[..., 1] >= b) & (tgt[..., 1] <= H - 1 - b)
+        conf_photo = 1.0 / (1.0 + (photo / self.config.photo_sigma) ** 2)
+        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * (conf_photo * inside)[..., None]
+        s = self.stride
+        flow_grid = block_mean(fw, s)
+        h, w = flow_grid.shape[:2]
+        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+        targets = grid + flow_grid / s
+        return targets.astype(np.float32), block_mean(conf, s).astype(np.float32)
+
+    def motion(self, grey_kf: np.ndarray, grey_frame: np.ndarray) -> np.ndarray:
+        """Flow from a keyframe to a frame on the grid (h, w, 2), in processing pixels (for the motion filter)."""
+        return block_mean(self.filter_flow(grey_kf, grey_frame), self.stride).astype(np.float32)

@@ -1,0 +1,190 @@
+"""Metric3D ConvNeXt + Hourglass networks: checkpoint layout, strict loading, forward semantics (random weights)."""
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metricslam.depth.models.convnext import LayerNorm2d
+from metricslam.depth.models.hourglass import depth_bins
+from metricslam.depth.models.metric3d import build_metric3d
+from metricslam.errors import InputError
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+SPEC_FILES = {"convnext_tiny": "metric3d_convtiny_state_dict.tsv", "convnext_large": "metric3d_convlarge_state_dict.tsv"}
+# Independent of the spec files: tensor counts, and parameter counts of the published ConvNeXt-T / -L
+# (28.59M / 197.77M) minus their classification head and final norm, which Metric3D drops.
+EXPECTED_COUNTS = {"convnext_tiny": (280, 27.82), "convnext_large": (442, 196.23)}
+H, W = 64, 128
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Weights far from the initialisation (which makes every block near-identity and every bin equally likely)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                t.fill_(seed)
+            elif name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif name.endswith("running_var") or name.endswith("gamma"):
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
+            elif t.ndim == 1 and not name.endswith("bias"):  # norm scales
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * (t.std() if t.numel() > 1 and t.std() > 0 else 0.05))
+        model.depth_model.decoder.depth_regressor_2[3].weight.mul_(20.0)  # peaked, input-dependent bin choice
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_metric3d("convnext_tiny").eval()
+    randomise(m, 3)
+    return m
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(11))
+
+
+@pytest.fixture(scope="module")
+def outputs(model, image):
+    with torch.no_grad():
+        return model(image)
+
+
+@pytest.mark.parametrize("variant", ["convnext_tiny", "convnext_large"])
+def test_state_dict_matches_spec(variant):
+    with torch.device("meta"):
+        sd = build_metric3d(variant).state_dict()
+    count, encoder_millions = EXPECTED_COUNTS[variant]
+    assert len(sd) == count
+    assert round(sum(v.numel() for k, v in sd.items() if ".encoder." in k) / 1e6, 2) == encoder_millions
+    assert sd["depth_model.decoder.depth_regressor_2.3.weight"].shape == (512, 512, 1, 1)  # 512 bins
+    spec = SPEC_DIR / SPEC_FILES[variant]
+    if not spec.is_file():
+        pytest.skip(f"{spec} not present")
+    expected = {name: (shape, dtype) for name, shape, dtype in (line.split("\t") for line in spec.read_text().splitlines())}
+    assert {k: (str(tuple(v.shape)), str(v.dtype)) for k, v in sd.items()} == expected
+
+
+def test_official_checkpoint_layout_loads_strictly_and_round_trips(model, image, outputs, tmp_path):
+    path = tmp_path / "convtiny_hourglass_v1.pth"
+    torch.save({"model_state_dict": model.state_dict(), "optimizer": {}}, path)
+    loaded = build_metric3d("convnext_tiny").eval()
+    loaded.load_state_dict(torch.load(path, map_location="cpu")["model_state_dict"], strict=True)
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with torch.no_grad():
+        assert torch.equal(loaded(image)["prediction"], outputs["prediction"])
+    del ours["depth_model.decoder.conv_up_2.7.bias"]
+    with pytest.raises(RuntimeError, match="conv_up_2.7.bias"):
+        loaded.load_state_dict(ours, strict=True)
+
+
+def test_forward_outputs(outputs):
+    out = outputs
+    assert out["prediction"].shape == out["confidence"].shape == (2, 1, H, W)
+    assert out["prediction_lowres"].shape == out["confidence_lowres"].shape == (2, 1, H // 4, W // 4)
+    for t in out.values():
+        assert t.dtype == torch.float32 and t.device.type == "cpu" and torch.isfinite(t).all()
+    low = out["prediction_lowres"]
+    # A softmax expectation over bins in [0.3, 150] m stays inside them, and these weights spread it widely.
+    assert low.min() >= 0.3 and low.max() <= 150.0 and low.max() - low.min() > 1.0
+    # Upstream does not clamp the refined prediction; its residual is small beside the bin expectation.
+    pred = out["prediction"]
+    assert pred.min() >= 0.3 and pred.max() <= 150.0
+    assert torch.allclose(pred, F.interpolate(low, scale_factor=4, mode="nearest"), atol=0.1 * low.std().item() + 1.0)
+
+
+def test_changing_the_input_changes_the_output_and_forward_is_deterministic(model, image, outputs):
+    with torch.no_grad():
+        again = model(image)
+        # The second image alone: batch items are independent (eval-mode BatchNorm).
+        alone = model(image[1:])
+        flipped = model(image[:1].flip(-1))
+    for key in outputs:
+        assert torch.equal(again[key], outputs[key])
+    assert torch.allclose(alone["prediction"], outputs["prediction"][1:], atol=1e-4)
+    assert (flipped["prediction"] - outputs["prediction"][:1]).abs().mean() > 0.1
+    assert not torch.allclose(flipped["confidence"], outputs["confidence"][:1])
+
+
+def test_other_multiples_of_32_and_bad_sizes():
+    torch.manual_seed(1)
+    with torch.device("meta"):
+        m = build_metric3d("convnext_large").eval()
+        out = m(torch.empty(1, 3, 544, 1216))  # the official input size, shapes only
+        assert out["prediction"].shape == (1, 1, 544, 1216)
+        assert out["prediction_lowres"].shape == (1, 1, 136, 304)
+        assert m(torch.empty(3, 3, 96, 160))["confidence"].shape == (3, 1, 96, 160)
+        for shape in [(1, 3, 60, 128), (1, 3, 64, 100), (3, 64, 128), (1, 1, 64, 128)]:
+            with pytest.raises(InputError, match="multiples of 32"):
+                m(torch.empty(shape))
+
+
+def test_encoder_pyramid_and_channels_first_norm(model, image):
+    with torch.no_grad():
+        feats = model.depth_model.encoder(image)
+    assert [tuple(f.shape) for f in feats] == [(2, c, H // s, W // s) for c, s in zip((96, 192, 384, 768), (4, 8, 16, 32))]
+    norm = LayerNorm2d(5, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.arange(1.0, 6.0))
+        norm.bias.copy_(torch.arange(5.0) / 10)
+    x = torch.randn(2, 5, 3, 4)
+    mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-6) * norm.weight[:, None, None] + norm.bias[:, None, None]
+    assert torch.allclose(norm(x), expected, atol=1e-5)
+
+
+def set_decoder_head(decoder, bin_index: int, coordinate: int, confidence: float) -> None:
+    """One-hot bin logits, a residual branch that outputs one pixel-grid channel, a constant confidence."""
+    with torch.no_grad():
+        for p in decoder.depth_regressor_2[3].parameters():
+            p.zero_()
+        decoder.depth_regressor_2[3].bias[bin_index] = 1000.0
+        decoder.conv_out_2.prob.weight.zero_()
+        decoder.conv_out_2.prob.bias.zero_()
+        decoder.conv_out_2.prob.bias[-1] = confidence
+        up = decoder.conv_up_2
+        for i in (0, 3, 5, 7):
+            up[i].weight.zero_()
+            up[i].bias.zero_()
+        up[0].weight[0, coordinate, 1, 1] = 1.0  # input channels: [depth, x, y, features...]
+        for i in (3, 5):
+            up[i].weight[:, :, 1, 1] = torch.eye(16)
+        up[7].weight[0, 0] = 1.0
+        up[1].running_mean.zero_()
+        up[1].running_var.fill_(1.0)
+        up[1].weight.fill_(1.0)
+        up[1].bias.zero_()
+
+
+def test_bins_pixel_grid_and_upsampling_follow_upstream(model, image):
+    m = copy.deepcopy(model)
+    bin_depth = math.exp(math.log(0.3) + 100 / 511 * (math.log(150.0) - math.log(0.3)))
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    for coordinate, pixels in ((1, u), (2, v)):
+        set_decoder_head(m.depth_model.decoder, bin_index=100, coordinate=coordinate, confidence=-0.7)
+        with torch.no_grad():
+            out = m(image[:1])
+        assert torch.allclose(out["prediction_lowres"], torch.full((1, 1, H // 4, W // 4), bin_depth), rtol=1e-6)
+        # The residual sees the 1/4-resolution pixel grid (x then y, in its own pixels), goes through
+        # BatchNorm (eps 1e-5), is upsampled by nearest neighbour and weighted by 0.1.
+        expected = bin_depth + 0.1 * pixels.div(4, rounding_mode="floor").float() / math.sqrt(1 + 1e-5)
+        assert torch.allclose(out["prediction"][0, 0], expected, atol=1e-4)
+        assert torch.equal(out["confidence"], torch.full((1, 1, H, W), -0.7))
+
+
+def test_depth_bins():
+    bins = depth_bins()
+    assert bins.shape == (512,) and bins.dtype == torch.float32
+    assert bins[0].item() == pytest.approx(0.3) and bins[-1].item() == pytest.approx(150.0)
+    ratios = bins[1:] / bins[:-1]
+    assert torch.allclose(ratios, torch.full_like(ratios, (150 / 0.3) ** (1 / 511)), rtol=1e-5)
+    assert depth_bins(device="meta").device.type == "meta"
