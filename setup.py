@@ -10,11 +10,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["metricslam", "metricslam.*"]),
     include_package_data=True,
-    package_data={"metricslam": ["py.typed"]},
+    package_data={"metricslam": ["py.typed", "assets/*.yaml"]},
     install_requires=[
         # torch is pinned by the Makefile where it is missing (a bare requirement may pull a CUDA build).
         "torch>=2.1",
         "numpy>=1.24",
+        "numexpr>=2.8",  # fused multi-threaded array expressions (synthetic renderer)
         "scipy>=1.10",
         "opencv-python-headless>=4.8",
         "open3d>=0.18",

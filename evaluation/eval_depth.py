@@ -74,15 +74,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     predictor = predictor_from_args(args)
     acc = DepthMetricAccumulator(min_depth=args.min_depth, max_depth=cap, crop=crop)
     rows = []
-    for e in entries:
-        rgb = read_rgb(e["rgb"])
-        gt = read_depth(e["depth"], e["depth_scale"])
-        if gt.shape != rgb.shape[:2]:
-            raise InputError(f"{e['depth']}: depth is {gt.shape[1]}x{gt.shape[0]} but {e['rgb']} is "
-                             f"{rgb.shape[1]}x{rgb.shape[0]}; pair each image with its own depth map")
-        fx, fy, cx, cy = e["cam_in"]
-        pred = predictor.predict(rgb, Intrinsics(fx, fy, cx, cy, rgb.shape[1], rgb.shape[0]))
-        rows.append({"rgb": str(e["rgb"]), **acc.add(pred.depth, gt)})
+    for start in range(0, len(entries), predictor.batch_size):
+        chunk = entries[start:start + predictor.batch_size]
+        rgbs = [read_rgb(e["rgb"]) for e in chunk]
+        cams = [Intrinsics(*e["cam_in"], rgb.shape[1], rgb.shape[0]) for e, rgb in zip(chunk, rgbs)]
+        for e, rgb, pred in zip(chunk, rgbs, predictor.predict_batch(rgbs, cams)):
+            gt = read_depth(e["depth"], e["depth_scale"])
+            if gt.shape != rgb.shape[:2]:
+                raise InputError(f"{e['depth']}: depth is {gt.shape[1]}x{gt.shape[0]} but {e['rgb']} is "
+                                 f"{rgb.shape[1]}x{rgb.shape[0]}; pair each image with its own depth map")
+            rows.append({"rgb": str(e["rgb"]), **acc.add(pred.depth, gt)})
     return {"variant": predictor.variant, "weights": str(args.weights), "input_size": list(predictor.input_size),
             "dataset": args.dataset, **acc.summary(), "images": rows}
 

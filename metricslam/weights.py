@@ -95,13 +95,14 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
-    text = str(name_or_path)
-    if text not in registry() and not any(e.file == text for e in registry().values()):
+    try:
+        known = entry(str(name_or_path))
+    except WeightsError:
         raise WeightsError(
             f"{candidate}: weights file not found; pass an existing checkpoint path or one of "
             f"{', '.join(registry())} (see `metricslam weights list`)"
-        )
-    return path(text)
+        ) from None
+    return path(known)
 
 
 def variant_for_file(file: str | os.PathLike) -> str | None:

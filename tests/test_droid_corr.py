@@ -20,14 +20,28 @@ def single_thread():
 
 
 def random_case(n=3, c=32, h=13, w=19, seed=0):
-    """Random per-frame features, edges sharing frames (both directions and a repeat), random targets."""
+    """Random per-frame features, edges sharing frames (both directions and a repeat) and their targets:
+    smooth motion for edges 0..2 (shifted so that some windows leave the image), random targets spread over and
+    beyond the image (-6 .. size + 6) for edges 3 and 4."""
     g = torch.Generator().manual_seed(seed)
     fmaps = torch.randn(n, c, h, w, generator=g)
     ii = torch.tensor([0, 1, 0, 2, 2])
     jj = torch.tensor([1, 0, 2, 1, 1])
-    # Targets spread over and beyond the image (down to -6 and up to size + 6) so windows straddle the border.
-    coords = torch.rand(len(ii), h, w, 2, generator=g) * torch.tensor([w + 12.0, h + 12.0]) - 6.0
-    return fmaps, ii, jj, coords
+    grid = pixel_grid(h, w)
+    smooth = grid + torch.sin(grid.flip(-1) / 3) + torch.tensor([[-4.0, 1.5], [2.5, -3.0], [0.3, 0.6]])[:, None, None]
+    wild = torch.rand(2, h, w, 2, generator=g) * torch.tensor([w + 12.0, h + 12.0]) - 6.0
+    return fmaps, ii, jj, torch.cat([smooth, wild])
+
+
+# LocalCorr options: at 13x19 the default patch (20) covers whole levels (dense path); tile 2 / patch 9 sends level 0
+# through the tiled path (patches where the windows fit, per-query gathers elsewhere).
+LOCAL_TILED = {"tile": 2, "patch": 9}
+
+
+def make_corr(kind, fmaps, ii, jj):
+    if kind == "local-tiled":
+        return LocalCorr.build(fmaps, ii, jj, **LOCAL_TILED)
+    return build_corr(kind, fmaps, ii, jj)
 
 
 def bilinear_zero_padded(img, x, y):
@@ -63,15 +77,15 @@ def reference_features(f1, f2, coords, y, x):
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("kind", ["volume", "local"])
+@pytest.mark.parametrize("kind", ["volume", "local", "local-tiled"])
 def test_lookup_equals_explicit_bilinear_dot_products(kind):
     fmaps, ii, jj, coords = random_case()
-    coords[0, 0, 0] = torch.tensor([4.0, 3.0])  # an exact integer position
-    coords[0, 0, 1] = torch.tensor([-3.5, 15.25])  # window partly left of and below the image
-    feats = build_corr(kind, fmaps, ii, jj)(coords)
+    coords[3, 0, 0] = torch.tensor([4.0, 3.0])  # an exact integer position
+    coords[3, 0, 1] = torch.tensor([-3.5, 15.25])  # window partly left of and below the image
+    feats = make_corr(kind, fmaps, ii, jj)(coords)
     assert feats.shape == (len(ii), corr_channels(), 13, 19) and corr_channels() == 196
     g = torch.Generator().manual_seed(1)
-    picks = [(0, 0, 0), (0, 0, 1)] + [
+    picks = [(3, 0, 0), (3, 0, 1), (0, 0, 0), (1, 12, 18)] + [
         (int(torch.randint(len(ii), (1,), generator=g)), int(torch.randint(13, (1,), generator=g)),
          int(torch.randint(19, (1,), generator=g))) for _ in range(12)]
     zeros_seen = 0
@@ -82,7 +96,7 @@ def test_lookup_equals_explicit_bilinear_dot_products(kind):
     assert zeros_seen > 0  # the picks did exercise the zero padding
 
 
-@pytest.mark.parametrize("kind", ["volume", "local"])
+@pytest.mark.parametrize("kind", ["volume", "local", "local-tiled"])
 def test_channel_order_is_x_offset_major(kind):
     """A single matching feature 2 px right of the target lights channel (dx + 3) * 7 + (dy + 3) = 38 on level 0."""
     h, w = 16, 16
@@ -91,26 +105,31 @@ def test_channel_order_is_x_offset_major(kind):
     fmaps[1, 0, 5, 9] = 16.0  # frame 1 has the feature at x = 9, y = 5
     coords = torch.zeros(1, h, w, 2)
     coords[0, 5, 5] = torch.tensor([7.0, 5.0])  # pixel (5, 5) of frame 0 looks at (x=7, y=5) of frame 1
-    feats = build_corr(kind, fmaps, torch.tensor([0]), torch.tensor([1]))(coords)
+    feats = make_corr(kind, fmaps, torch.tensor([0]), torch.tensor([1]))(coords)
     level0 = feats[0, :49, 5, 5]
     assert int(level0.argmax()) == (2 + 3) * 7 + (0 + 3)
     assert float(level0.max()) == pytest.approx(1.0)
     assert float(level0.abs().sum()) == pytest.approx(1.0)
 
 
-def test_implementations_agree():
-    fmaps, ii, jj, coords = random_case(c=64, h=24, w=32, seed=3)
+@pytest.mark.parametrize("options", [{}, {"tile": 4, "patch": 16}, {"tile": 3, "patch": 10}, {"tile": 1, "patch": 8}])
+def test_implementations_agree(options):
+    """48x64 grid: levels 0 and 1 (and 2 for small patches) go through tiles, the rest through dense volumes."""
+    fmaps, ii, jj, coords = random_case(c=64, h=48, w=64, seed=3)
     volume = VolumeCorr.build(fmaps, ii, jj)
-    local = LocalCorr.build(fmaps, ii, jj, chunk_elements=64 * 64 * 500)  # 500 queries per chunk: 8 chunks
+    local = LocalCorr.build(fmaps, ii, jj, chunk_elements=1 << 20, **options)  # small chunks: many steps
     a, b = volume(coords), local(coords)
     assert a.abs().max() > 0.5  # not trivially zero
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    # Far-away and NaN targets read nothing.
+
+
+def test_far_and_nan_targets_read_nothing():
+    fmaps, ii, jj, coords = random_case(seed=4)
     coords[1] = 1e7
     coords[2] = float("nan")
-    a, b = volume(coords), local(coords)
-    assert a[1:3].abs().max() == 0 and b[1:3].abs().max() == 0
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    for kind in ("volume", "local", "local-tiled"):
+        feats = make_corr(kind, fmaps, ii, jj)(coords)
+        assert feats[1:3].abs().max() == 0 and feats[0].abs().max() > 0
 
 
 def test_local_stores_no_volumes():
@@ -121,13 +140,13 @@ def test_local_stores_no_volumes():
     assert local.nbytes() < 1.4 * fmaps.numel() * 4  # the frames' feature pyramid and the edge ids only
 
 
-@pytest.mark.parametrize("kind", ["volume", "local"])
+@pytest.mark.parametrize("kind", ["volume", "local", "local-tiled"])
 def test_select_and_cat_keep_edges_consistent(kind):
     fmaps, ii, jj, coords = random_case(seed=5)
-    full = build_corr(kind, fmaps, ii, jj)
+    full = make_corr(kind, fmaps, ii, jj)
     keep = torch.tensor([True, False, True, True, False])
     torch.testing.assert_close(full.select(keep)(coords[keep]), full(coords)[keep])
-    first, rest = build_corr(kind, fmaps, ii[:2], jj[:2]), build_corr(kind, fmaps, ii[2:], jj[2:])
+    first, rest = make_corr(kind, fmaps, ii[:2], jj[:2]), make_corr(kind, fmaps, ii[2:], jj[2:])
     torch.testing.assert_close(first.cat(rest)(coords), full(coords), atol=1e-6, rtol=0)
     # Sharing the same frames, selections of one block concatenate without copying the pyramid.
     joined = full.select(torch.tensor([0, 1])).cat(full.select(torch.tensor([4])))

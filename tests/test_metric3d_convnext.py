@@ -21,20 +21,17 @@ H, W = 64, 128
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Weights far from the initialisation (which makes every block near-identity and every bin equally likely)."""
+    """Move the weights away from the initialisation, which makes every ConvNeXt block near-identity (layer scale
+    1e-6), every BatchNorm the identity and every depth bin about equally likely."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                t.fill_(seed)
-            elif name.endswith("running_mean"):
+            if name.endswith("num_batches_tracked") or t.ndim != 1:
+                continue  # conv / linear weights keep their random initialisation
+            if name.endswith("running_mean") or name.endswith("bias"):
                 t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif name.endswith("running_var") or name.endswith("gamma"):
+            else:  # layer scales, norm scales, running variances
                 t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-            elif t.ndim == 1 and not name.endswith("bias"):  # norm scales
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (t.std() if t.numel() > 1 and t.std() > 0 else 0.05))
         model.depth_model.decoder.depth_regressor_2[3].weight.mul_(20.0)  # peaked, input-dependent bin choice
 
 
@@ -105,14 +102,13 @@ def test_forward_outputs(outputs):
 def test_changing_the_input_changes_the_output_and_forward_is_deterministic(model, image, outputs):
     with torch.no_grad():
         again = model(image)
-        # The second image alone: batch items are independent (eval-mode BatchNorm).
-        alone = model(image[1:])
-        flipped = model(image[:1].flip(-1))
+        other = model(torch.stack((image[1], image[0].flip(-1))))
     for key in outputs:
         assert torch.equal(again[key], outputs[key])
-    assert torch.allclose(alone["prediction"], outputs["prediction"][1:], atol=1e-4)
-    assert (flipped["prediction"] - outputs["prediction"][:1]).abs().mean() > 0.1
-    assert not torch.allclose(flipped["confidence"], outputs["confidence"][:1])
+    # Batch items are independent (eval-mode BatchNorm): image 1 gives the same result in another batch.
+    assert torch.allclose(other["prediction"][0], outputs["prediction"][1], atol=1e-4)
+    assert (other["prediction"][1] - outputs["prediction"][0]).abs().mean() > 0.1
+    assert not torch.allclose(other["confidence"][1], outputs["confidence"][0])
 
 
 def test_other_multiples_of_32_and_bad_sizes():
@@ -142,43 +138,59 @@ def test_encoder_pyramid_and_channels_first_norm(model, image):
     assert torch.allclose(norm(x), expected, atol=1e-5)
 
 
-def set_decoder_head(decoder, bin_index: int, coordinate: int, confidence: float) -> None:
-    """One-hot bin logits, a residual branch that outputs one pixel-grid channel, a constant confidence."""
+def identity_batchnorm(bn: torch.nn.BatchNorm2d) -> None:
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0)
+    bn.weight.fill_(1.0)
+    bn.bias.zero_()
+
+
+def set_decoder_head(decoder, confidence: float) -> None:
+    """Bins 100 inside and 200 on the border ring of the 1/4 grid, a constant confidence, and a residual branch
+    that outputs x + 100 y of the pixel grid."""
     with torch.no_grad():
-        for p in decoder.depth_regressor_2[3].parameters():
-            p.zero_()
-        decoder.depth_regressor_2[3].bias[bin_index] = 1000.0
-        decoder.conv_out_2.prob.weight.zero_()
-        decoder.conv_out_2.prob.bias.zero_()
-        decoder.conv_out_2.prob.bias[-1] = confidence
+        head = decoder.conv_out_2.prob  # -> 256 depth-feature channels + confidence: constant 1, 0..., confidence
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[0] = 1.0
+        head.bias[-1] = confidence
+        regressor = decoder.depth_regressor_2
+        for i in (0, 3):
+            regressor[i].weight.zero_()
+            regressor[i].bias.zero_()
+        # A 3x3 sum of ones with zero padding: 9 inside, 6 or 4 on the border; logits are one-hot after softmax.
+        regressor[0].weight[0, 0] = 1.0
+        identity_batchnorm(regressor[1])
+        regressor[3].weight[100, 0] = 100.0
+        regressor[3].bias[200] = 750.0
         up = decoder.conv_up_2
         for i in (0, 3, 5, 7):
             up[i].weight.zero_()
             up[i].bias.zero_()
-        up[0].weight[0, coordinate, 1, 1] = 1.0  # input channels: [depth, x, y, features...]
+        up[0].weight[0, 1, 1, 1] = 1.0  # input channels: [depth, x, y, features...]
+        up[0].weight[1, 2, 1, 1] = 1.0
+        identity_batchnorm(up[1])
         for i in (3, 5):
             up[i].weight[:, :, 1, 1] = torch.eye(16)
-        up[7].weight[0, 0] = 1.0
-        up[1].running_mean.zero_()
-        up[1].running_var.fill_(1.0)
-        up[1].weight.fill_(1.0)
-        up[1].bias.zero_()
+        up[7].weight[0, :2, 0, 0] = torch.tensor([1.0, 100.0])
 
 
 def test_bins_pixel_grid_and_upsampling_follow_upstream(model, image):
     m = copy.deepcopy(model)
-    bin_depth = math.exp(math.log(0.3) + 100 / 511 * (math.log(150.0) - math.log(0.3)))
+    set_decoder_head(m.depth_model.decoder, confidence=-0.7)
+    with torch.no_grad():
+        out = m(image[:1])
+    bins = [math.exp(math.log(0.3) + k / 511 * (math.log(150.0) - math.log(0.3))) for k in (100, 200)]
+    low = torch.full((H // 4, W // 4), bins[1])
+    low[1:-1, 1:-1] = bins[0]
+    assert torch.allclose(out["prediction_lowres"][0, 0], low, rtol=1e-6)
+    # Nearest-neighbour x4 upsampling of the depth, plus 0.1 x the residual, which sees the 1/4-resolution pixel
+    # grid (x then y, in its own pixels), goes through BatchNorm (eps 1e-5) and is upsampled by nearest neighbour.
     v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    for coordinate, pixels in ((1, u), (2, v)):
-        set_decoder_head(m.depth_model.decoder, bin_index=100, coordinate=coordinate, confidence=-0.7)
-        with torch.no_grad():
-            out = m(image[:1])
-        assert torch.allclose(out["prediction_lowres"], torch.full((1, 1, H // 4, W // 4), bin_depth), rtol=1e-6)
-        # The residual sees the 1/4-resolution pixel grid (x then y, in its own pixels), goes through
-        # BatchNorm (eps 1e-5), is upsampled by nearest neighbour and weighted by 0.1.
-        expected = bin_depth + 0.1 * pixels.div(4, rounding_mode="floor").float() / math.sqrt(1 + 1e-5)
-        assert torch.allclose(out["prediction"][0, 0], expected, atol=1e-4)
-        assert torch.equal(out["confidence"], torch.full((1, 1, H, W), -0.7))
+    v, u = v.div(4, rounding_mode="floor"), u.div(4, rounding_mode="floor")
+    expected = low[v, u] + 0.1 * (u + 100 * v).float() / math.sqrt(1 + 1e-5)
+    assert torch.allclose(out["prediction"][0, 0], expected, rtol=1e-6, atol=1e-4)
+    assert torch.equal(out["confidence"], torch.full((1, 1, H, W), -0.7))
 
 
 def test_depth_bins():

@@ -75,7 +75,7 @@ def smooth_image(h, w, seed=0):
 def vit():
     torch.manual_seed(0)
     model = build_metric3d("vit_small")
-    return Metric3DPredictor("vit_small", model.state_dict(), device="cpu", input_size=(84, 168), model=model)
+    return Metric3DPredictor("vit_small", model.state_dict(), device="cpu", input_size=(56, 112), model=model)
 
 
 @pytest.mark.parametrize("shape", [(50, 200), (150, 60), (64, 96)])
@@ -282,3 +282,12 @@ def test_predictor_on_metric3d_demo_annotations(vit):
             assert out.depth.shape == gt.shape == out.confidence.shape
             assert np.isfinite(out.depth).all() and out.depth.min() >= 0 and out.depth.max() <= 300
             assert gt.max() > 1.0  # the scale was applied: metres, not raw units
+
+
+def test_slam_prior_config_without_weights_is_a_clear_error():
+    from metricslam.depth.priors import PriorConfig, make_prior
+
+    with pytest.raises(MetricSlamError, match="--weights"):
+        make_prior(PriorConfig(kind="metric3d"))
+    with pytest.raises(MetricSlamError, match="--variant"):
+        make_prior(PriorConfig(kind="metric3d", weights=__file__))

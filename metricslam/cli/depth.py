@@ -100,7 +100,8 @@ def list_images(path: Path) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             return files
-        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; pass an image or a folder of them")
+        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; "
+                         "pass an image or a folder of them")
     raise InputError(f"{path}: not found; pass an image file or a folder of images")
 
 

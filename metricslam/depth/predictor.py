@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metricslam.depth.cstm import FocalMode, focal_length, from_canonical
-from metricslam.depth.models.metric3d import VARIANTS, build_metric3d
+from metricslam.depth.models.metric3d import VARIANTS, VariantInfo, build_metric3d
 from metricslam.device import resolve_device
 from metricslam.errors import InputError, MetricSlamError, WeightsError
 from metricslam.geometry.camera import Intrinsics
@@ -61,7 +61,7 @@ def valid_input_size(variant: str, size: Sequence[int] | None = None) -> tuple[i
     return tuple(max(m, int(round(s / m)) * m) for s in size)  # type: ignore[return-value]
 
 
-def _variant_info(variant: str):
+def _variant_info(variant: str) -> VariantInfo:
     info = VARIANTS.get(variant)
     if info is None:
         raise MetricSlamError(f"unknown Metric3D variant '{variant}'; choose one of {', '.join(VARIANTS)}")
@@ -100,7 +100,7 @@ class Metric3DPredictor:
         self._mean = torch.tensor(RGB_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(RGB_STD, device=self.device).view(1, 3, 1, 1)
 
-    def _load(self, weights, allow_random: bool) -> str | None:
+    def _load(self, weights: str | os.PathLike | Mapping[str, torch.Tensor] | None, allow_random: bool) -> str | None:
         """Load the weights; return a string identifying them (None for random weights)."""
         expected = f"Metric3D {self.variant} (official file {self.info.checkpoint})"
         if weights is None:

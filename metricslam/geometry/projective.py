@@ -70,12 +70,10 @@ def relative_poses(poses_cw: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -
 
 def transform_points(T: torch.Tensor, Xh: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Apply transforms T (E, 4, 4) to homogeneous points with E leading and 4 along ``dim`` (4th kept)."""
-    comps = Xh.unbind(dim)
-    # Per-edge matrix entries shaped to broadcast against one component (E, ...).
-    M = T.to(Xh.dtype).reshape(T.shape[0], 16, *([1] * (comps[0].dim() - 1)))
-    out = [M[:, 4 * r] * comps[0] + M[:, 4 * r + 1] * comps[1] + M[:, 4 * r + 2] * comps[2]
-           + M[:, 4 * r + 3] * comps[3] for r in range(3)]
-    return torch.stack([*out, comps[3]], dim=dim)
+    moved = Xh.movedim(dim, 1)
+    flat = moved.reshape(moved.shape[0], 4, -1)
+    out = torch.cat([T[:, :3].to(Xh.dtype) @ flat, flat[:, 3:]], dim=1)
+    return out.reshape(moved.shape).movedim(1, dim)
 
 
 def projection_jacobians(Xj: torch.Tensor, t_ij: torch.Tensor, intrinsics: IntrinsicsLike, dim: int = -1
@@ -92,11 +90,13 @@ def projection_jacobians(Xj: torch.Tensor, t_ij: torch.Tensor, intrinsics: Intri
     rho = _safe_inverse(z)
     xr, yr, hr = x * rho, y * rho, h * rho
     zero = torch.zeros_like(x)
-    ju = torch.stack([fx * hr, zero, -fx * xr * hr, -fx * xr * yr, fx * (1 + xr * xr), -fx * yr], dim=dim)
-    jv = torch.stack([zero, fy * hr, -fy * yr * hr, -fy * (1 + yr * yr), fy * xr * yr, fy * xr], dim=dim)
-    jd = torch.stack([fx * (t[:, 0] - t[:, 2] * xr) * rho, fy * (t[:, 1] - t[:, 2] * yr) * rho], dim=dim)
-    coord_dim = dim - 1 if dim < 0 else dim
-    return torch.stack([ju, jv], dim=coord_dim), jd
+    fxr, fyr = fx * xr, fy * yr
+    J = torch.stack([fx * hr, zero, -fxr * hr, -fxr * yr, fx + fxr * xr, -fx * yr,
+                     zero, fy * hr, -fyr * hr, -fy - fyr * yr, fyr * xr, fy * xr], dim=dim)
+    jd = torch.stack([(fx * t[:, 0] - t[:, 2] * fxr) * rho, (fy * t[:, 1] - t[:, 2] * fyr) * rho], dim=dim)
+    shape = list(x.shape)
+    shape[dim if dim >= 0 else len(shape) + dim + 1:0] = [2, 6]
+    return J.view(shape), jd
 
 
 def reproject(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike,

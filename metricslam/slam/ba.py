@@ -93,56 +93,51 @@ def robust_weight(residual: torch.Tensor, kind: Kernel, threshold: float) -> tor
 
 
 @dataclass
-class _Linearisation:
-    """Per-edge quantities reduced over pixels where possible (P = h * w)."""
+class _Residuals:
+    """Per-edge residual side of the linearisation, channel-first (E, 2, P) with P = h * w."""
 
     A: torch.Tensor  # (E, 6, 6) Adj(T_ij)
-    M: torch.Tensor  # (E, 6, 6) sum J_j^T W J_j
-    g: torch.Tensor  # (E, 6) sum J_j^T W r
-    F: torch.Tensor  # (E, 6, P) sum over coordinates of w Jd J_j (coupling of target pose and source depth)
-    c: torch.Tensor  # (E, P) sum w Jd^2
-    b: torch.Tensor  # (E, P) sum w Jd r
+    Xj: torch.Tensor  # (E, 4, P) points in the target frame
+    t: torch.Tensor  # (E, 3) translation of T_ij
+    sw: torch.Tensor  # sqrt of the final per-coordinate weight
+    swr: torch.Tensor  # sw * residual
+    swJd: torch.Tensor  # sw * d p / d invdepth
 
 
-def _linearise(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
-               jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, opts: BAOptions) -> _Linearisation:
+def _residuals(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
+               jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, opts: BAOptions) -> _Residuals:
+    """Weighted residuals and depth Jacobians; targets and weights are channel-first (E, 2, P)."""
     dtype = invdepths.dtype
-    E = ii.shape[0]
     K, h, w = invdepths.shape
+    P = h * w
     T = relative_poses(poses_cw, ii, jj)
     A = se3.adjoint(T).to(dtype)
     T = T.to(dtype)
-    X = unproject(pixel_grid(h, w, invdepths.device, dtype), invdepths[ii], intrinsics)
-    Xj = transform_points(T, X)
-    r = targets.to(dtype) - project(Xj, intrinsics)
-    wt = weights.to(dtype).expand_as(r) * (opts.weight_scale * (Xj[..., 2] > opts.min_depth).to(dtype))[..., None]
+    grid = pixel_grid(h, w, invdepths.device, dtype).reshape(1, P, 2).transpose(1, 2)
+    Xj = transform_points(T, unproject(grid, invdepths.reshape(K, P)[ii], intrinsics, dim=1), dim=1)
+    r = targets - project(Xj, intrinsics, dim=1)
+    wt = weights * (Xj[:, 2] > opts.min_depth)[:, None]
     if opts.robust != "none":
-        wt = wt * robust_weight(r.norm(dim=-1), opts.robust, opts.robust_px)[..., None]
-    J, Jd = projection_jacobians(Xj, T[:, None, None, :3, 3], intrinsics)
-    J, Jd, r, wt = J.reshape(E, -1, 2, 6), Jd.reshape(E, -1, 2), r.reshape(E, -1, 2), wt.reshape(E, -1, 2)
-    wr = wt * r
-    wJd = wt * Jd
-    return _Linearisation(
-        A=A,
-        M=torch.einsum("epci,epc,epcj->eij", J, wt, J),
-        g=torch.einsum("epci,epc->ei", J, wr),
-        F=torch.einsum("epci,epc->eip", J, wJd),
-        c=(wJd * Jd).sum(-1),
-        b=(wJd * r).sum(-1),
-    )
+        wt = wt * robust_weight(r.norm(dim=1), opts.robust, opts.robust_px)[:, None]
+    sw = (opts.weight_scale * wt).sqrt()
+    # The depth Jacobian is the cheap part of projection_jacobians; depth-only steps need nothing else.
+    fx, fy = intrinsics[0], intrinsics[1]
+    rho = 1.0 / Xj[:, 2].where(Xj[:, 2].abs() > 1e-6, torch.full_like(Xj[:, 2], 1e-6))
+    t = T[:, :3, 3]
+    Jd = torch.stack([(fx * t[:, 0, None] - t[:, 2, None] * fx * Xj[:, 0] * rho) * rho,
+                      (fy * t[:, 1, None] - t[:, 2, None] * fy * Xj[:, 1] * rho) * rho], dim=1)
+    return _Residuals(A=A, Xj=Xj, t=t, sw=sw, swr=sw * r, swJd=sw * Jd)
 
 
-def _pose_system(lin: _Linearisation, ii: torch.Tensor, jj: torch.Tensor, K: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pose-pose Hessian (K, K, 6, 6) and gradient (K, 6) from the per-edge target-pose blocks."""
-    At = lin.A.transpose(1, 2)
-    AtM = At @ lin.M
-    blocks = torch.cat([AtM @ lin.A, -AtM, -AtM.transpose(1, 2), lin.M])
-    H = lin.M.new_zeros(K, K, 6, 6)
-    H.index_put_((torch.cat([ii, ii, jj, jj]), torch.cat([ii, jj, ii, jj])), blocks, accumulate=True)
-    v = lin.g.new_zeros(K, 6)
-    v.index_add_(0, torch.cat([ii, jj]), torch.cat([-(At @ lin.g[..., None])[..., 0], lin.g]))
-    return H, v
+def _weighted_pose_jacobian(res: _Residuals, intrinsics: torch.Tensor) -> torch.Tensor:
+    """[sqrt(W) J_j, sqrt(W) r] as (E, 2, 7, P): one batched matmul of it with itself gives both
+    sum J^T W J (the 6x6 block) and sum J^T W r (the 7th column)."""
+    J, _ = projection_jacobians(res.Xj, res.t, intrinsics, dim=1)
+    E, _, _, P = J.shape
+    out = J.new_empty(E, 2, 7, P)
+    torch.mul(J, res.sw[:, :, None], out=out[:, :, :6])
+    out[:, :, 6] = res.swr
+    return out
 
 
 def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths: torch.Tensor,
@@ -165,39 +160,65 @@ def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths:
     return C, bz
 
 
+def _add_pair_blocks(H: torch.Tensor, X: torch.Tensor, e: torch.Tensor, f: torch.Tensor, A: torch.Tensor,
+                     ii: torch.Tensor, jj: torch.Tensor) -> None:
+    """H (K, K, 6, 6) += B_e^T X B_f for edge pairs (e, f), where B_e maps the pose increments of edge e to the
+    increment of its relative pose seen by the target: dx_j - Adj(T_ij) dx_i (so J_i = -J_j Adj)."""
+    At = A[e].transpose(1, 2)
+    XA = X @ A[f]
+    blocks = torch.cat([X, -XA, -At @ X, At @ XA])
+    rows = torch.cat([jj[e], jj[e], ii[e], ii[e]])
+    cols = torch.cat([jj[f], ii[f], jj[f], ii[f]])
+    H.index_put_((rows, cols), blocks, accumulate=True)
+
+
+def _add_edge_vectors(v: torch.Tensor, x: torch.Tensor, A: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor
+                      ) -> None:
+    """v (K, 6) += B_e^T x_e for every edge."""
+    v.index_add_(0, torch.cat([jj, ii]), torch.cat([x, -(A.transpose(1, 2) @ x[..., None])[..., 0]]))
+
+
 def _solve_damped(H: torch.Tensor, v: torch.Tensor, lm: float, ep: float) -> torch.Tensor:
     """Solve (H + lm diag(H) + ep I) x = v in float64; more damping, then a pseudo-inverse, if not positive definite."""
     H, v = H.double(), v.double()
     diag = H.diagonal()
-    scale = diag.abs().mean().clamp_min(1e-12)
-    extra = 0.0
-    for _ in range(4):
+    scale = float(diag.abs().mean().clamp_min(1e-12))
+    for extra in (0.0, 1e-6 * scale, 1e-4 * scale, 1e-2 * scale):
         L, info = torch.linalg.cholesky_ex(H + torch.diag(lm * diag + ep + extra))
         if int(info) == 0:
             return torch.cholesky_solve(v[:, None], L)[:, 0]
-        extra = float(scale) * (1e-6 if extra == 0.0 else 100.0 * extra / float(scale))
     Hd = H + torch.diag(lm * diag + ep)
     if not bool(torch.isfinite(Hd).all() and torch.isfinite(v).all()):
         return torch.zeros_like(v)
     return torch.linalg.pinv(Hd, hermitian=True) @ v
 
 
-def _edge_slots(ii: torch.Tensor, jj: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank of every edge among the edges sharing its source frame, and the (K, m + 1) pose index of each slot.
+def _solve_poses(H: torch.Tensor, v: torch.Tensor, fixed: torch.Tensor, opts: BAOptions) -> torch.Tensor:
+    """Damped solve of the pose system (K, K, 6, 6) restricted to the free poses; (K, 6) float64, 0 if fixed."""
+    free = torch.nonzero(~fixed)[:, 0]
+    n = free.numel()
+    dx = torch.zeros(fixed.shape[0], 6, dtype=torch.float64, device=H.device)
+    if n:
+        Hf = H[free][:, free].transpose(1, 2).reshape(6 * n, 6 * n)
+        dx[free] = _solve_damped(Hf, v[free].reshape(-1), opts.lm, opts.ep).reshape(n, 6)
+    return dx
 
-    Slot 0 of frame k is pose k itself, slot rank + 1 is the target pose of that edge; unused slots hold K.
-    """
+
+def _edge_slots(ii: torch.Tensor, K: int) -> tuple[torch.Tensor, int]:
+    """Slot of every edge in a (K, m) table of the edges grouped by source frame: ii * m + rank."""
     E = ii.shape[0]
     order = torch.argsort(ii, stable=True)
     counts = torch.bincount(ii, minlength=K)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(ii)
     rank[order] = torch.arange(E, device=ii.device) - starts[ii[order]]
-    m = int(counts.max()) if E else 0
-    slots = torch.full((K, m + 1), K, dtype=torch.long, device=ii.device)
-    slots[:, 0] = torch.arange(K, device=ii.device)
-    slots[ii, rank + 1] = jj
-    return rank, slots
+    m = int(counts.max()) if E else 1
+    return ii * m + rank, m
+
+
+def _channels_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(E, h, w, 2) -> contiguous (E, 2, h * w)."""
+    return x.to(dtype).reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2).contiguous()
 
 
 def gauss_newton_step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike,
@@ -208,47 +229,73 @@ def gauss_newton_step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsic
 
     ``fixed`` is a (K,) bool mask, ``eta`` a (K, h, w) damping map; the other inputs are as in ``dense_ba``.
     """
+    dtype = invdepths.dtype
+    return _step(poses_cw, invdepths, intrinsics, ii, jj, _channels_first(targets, dtype),
+                 _channels_first(weights.expand(*targets.shape), dtype), prior_invdepth, prior_conf, fixed, eta,
+                 options)
+
+
+def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike, ii: torch.Tensor,
+          jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, prior_invdepth: torch.Tensor,
+          prior_conf: torch.Tensor, fixed: torch.Tensor, eta: torch.Tensor, options: BAOptions
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """gauss_newton_step with channel-first (E, 2, P) targets and weights."""
     K, h, w = invdepths.shape
+    E, P = ii.shape[0], h * w
     intr = torch.as_tensor(intrinsics, dtype=invdepths.dtype, device=invdepths.device)
-    lin = _linearise(poses_cw, invdepths, intr, ii, jj, targets, weights, options)
-    dx = torch.zeros(K + 1, 6, dtype=torch.float64, device=invdepths.device)
-    free = torch.nonzero(~fixed)[:, 0]
-    if options.depth_only or free.numel() == 0:
-        H = v = None
-    else:
-        H, v = _pose_system(lin, ii, jj, K + 1)
+    res = _residuals(poses_cw, invdepths, intr, ii, jj, targets, weights, options)
+    no_step = torch.zeros(K, 6, dtype=torch.float64, device=invdepths.device)
+
+    if not options.motion_only:
+        C, bz = _depth_system((res.swJd * res.swJd).sum(1), (res.swJd * res.swr).sum(1), ii, invdepths,
+                              prior_invdepth, prior_conf, eta.reshape(K, -1), options)
+        if options.depth_only or bool(fixed.all()):
+            return no_step, (bz / C).reshape(K, h, w)
+
+    J = _weighted_pose_jacobian(res, intr)
+    Jf = J.view(E * 2, 7, P)
+    Maug = (Jf @ Jf.transpose(1, 2)).view(E, 2, 7, 7).sum(1)
+    M, g = Maug[:, :6, :6], Maug[:, :6, 6]  # per-edge sum J_j^T W J_j and sum J_j^T W r
+    H = M.new_zeros(K, K, 6, 6)
+    v = g.new_zeros(K, 6)
+    edges = torch.arange(E, device=ii.device)
     if options.motion_only:
-        if H is not None:
-            dx[free] = _solve_damped(H[free][:, free].transpose(1, 2).reshape(-1, free.numel() * 6),
-                                     v[free].reshape(-1), options.lm, options.ep).reshape(-1, 6)
-        return dx[:K], torch.zeros_like(invdepths)
+        _add_pair_blocks(H, M, edges, edges, res.A, ii, jj)
+        _add_edge_vectors(v, g, res.A, ii, jj)
+        return _solve_poses(H, v, fixed, options), torch.zeros_like(invdepths)
 
-    C, bz = _depth_system(lin.c, lin.b, ii, invdepths, prior_invdepth, prior_conf, eta.reshape(K, -1), options)
-    Q = 1.0 / C
-    if H is None:
-        return dx[:K], (Q * bz).reshape(K, h, w)
+    # Schur complement. With q = C^-1/2, the coupling of edge e's relative-pose increment with the depths of
+    # its source frame, scaled by q, is G_e = sum_c w J_j Jd q (6, P). Edges sharing a source frame share those
+    # depths: the reduced system loses B_e^T (G_e G_f^T) B_f for every such pair (e, f), the gradient loses
+    # B_e^T G_e (q bz), and back-substitution gives dz = q (q bz - sum_e G_e . (B_e dx)).
+    q = C.rsqrt()
+    qJd = res.swJd * q[ii][:, None]
+    slot, m = _edge_slots(ii, K)
+    # Row 6m of each frame holds q * bz so the same matmul also yields sum_e G_e (q bz).
+    Gk = J.new_empty(K, m * 6 + 1, P)
+    G = Gk[:, : m * 6].view(K, m, 6, P)
+    used = torch.zeros(K * m, dtype=torch.bool, device=ii.device).index_fill_(0, slot, True).view(K, m)
+    G[~used] = 0
+    G[ii, slot - ii * m] = torch.addcmul(J[:, 0, :6] * qJd[:, 0, None], J[:, 1, :6], qJd[:, 1, None])
+    qb = q * bz
+    Gk[:, m * 6] = qb
+    gram_aug = Gk @ Gk.transpose(1, 2)
+    gram = gram_aug[:, : m * 6, : m * 6].reshape(K, m, 6, m, 6).transpose(2, 3).reshape(K * m * m, 6, 6)
+    slot_edge = torch.full((K * m,), -1, dtype=torch.long, device=ii.device).index_copy_(0, slot, edges)
+    pe = slot_edge.view(K, m, 1).expand(K, m, m).reshape(-1)
+    pf = slot_edge.view(K, 1, m).expand(K, m, m).reshape(-1)
+    pair = (pe >= 0) & (pf >= 0)
+    _add_pair_blocks(H, torch.cat([M, -gram[pair]]), torch.cat([edges, pe[pair]]), torch.cat([edges, pf[pair]]),
+                     res.A, ii, jj)
+    u = gram_aug[:, : m * 6, m * 6].reshape(K * m, 6)[slot]
+    _add_edge_vectors(v, g - u, res.A, ii, jj)
+    dx = _solve_poses(H, v, fixed, options)
 
-    # Schur complement: the depths of frame k couple the poses in its slots (itself and its edges' targets).
-    rank, slots = _edge_slots(ii, jj, K)
-    m1 = slots.shape[1]
-    P = h * w
-    G = lin.F.new_zeros(K, m1, 6, P)
-    G[:, 0].index_add_(0, ii, -(lin.A.transpose(1, 2) @ lin.F))
-    G[ii, rank + 1] = lin.F
-    Gf = G.reshape(K, m1 * 6, P)
-    S = ((Gf * Q[:, None]) @ Gf.transpose(1, 2)).reshape(K, m1, 6, m1, 6).transpose(2, 3)
-    pa = slots[:, :, None].expand(K, m1, m1)
-    pb = slots[:, None, :].expand(K, m1, m1)
-    H = H.index_put((pa, pb), -S, accumulate=True)
-    u = (Gf @ (Q * bz)[..., None]).reshape(K * m1, 6)
-    v = v.index_add(0, slots.reshape(-1), -u)
-
-    n = free.numel()
-    dx[free] = _solve_damped(H[free][:, free].transpose(1, 2).reshape(n * 6, n * 6), v[free].reshape(-1),
-                             options.lm, options.ep).reshape(n, 6)
-    dxs = dx[slots].to(G.dtype).reshape(K, 1, m1 * 6)
-    dz = Q * (bz - (dxs @ Gf)[:, 0])
-    return dx[:K], dz.reshape(K, h, w)
+    dxr = dx.to(G.dtype)
+    delta = dxr[jj] - (res.A @ dxr[ii][..., None])[..., 0]
+    delta_slots = G.new_zeros(K * m, 6).index_copy_(0, slot, delta).view(K, 1, m * 6)
+    dz = q * (qb - (delta_slots @ Gk[:, : m * 6])[:, 0])
+    return dx, dz.reshape(K, h, w)
 
 
 def _as_mask(fixed: Sequence[int] | torch.Tensor, K: int, device: torch.device) -> torch.Tensor:
@@ -312,9 +359,11 @@ def dense_ba(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrin
     d = invdepths / scale
     dp = prior_invdepth / scale
 
+    targets_cf = _channels_first(targets, d.dtype)
+    weights_cf = _channels_first(weights.expand(*targets.shape), d.dtype)
     for _ in range(iters):
-        dx, dz = gauss_newton_step(poses, d, intrinsics, ii, jj, targets, weights, dp, prior_conf, fixed_mask,
-                                   eta_map, opts)
+        dx, dz = _step(poses, d, intrinsics, ii, jj, targets_cf, weights_cf, dp, prior_conf, fixed_mask, eta_map,
+                       opts)
         if not opts.depth_only:
             poses = se3.se3_exp(dx.to(poses.dtype)) @ poses
         if not opts.motion_only:

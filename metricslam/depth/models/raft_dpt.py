@@ -356,11 +356,13 @@ class RAFTDepthNormalDPT5(nn.Module):
             up = F.interpolate(state, scale_factor=UPSAMPLE, mode="bilinear", align_corners=True)
             for lst, v in zip((depths, confs, normals), self.decode_state(up)):
                 lst.append(v)
-        for _ in range(self.iters):
+        for i in range(self.iters):
             net, mask, delta = self.update_block(net, ctx, state)
             state = state + delta
-            for lst, v in zip((depths, confs, normals), self.decode_state(convex_upsample(state, mask))):
-                lst.append(v)
+            # Intermediate iterations only feed the training loss; inference skips their upsampling.
+            if self.training or i == self.iters - 1:
+                for lst, v in zip((depths, confs, normals), self.decode_state(convex_upsample(state, mask))):
+                    lst.append(v)
         out.update(
             prediction=depths[-1],
             confidence=confs[-1],

@@ -3,84 +3,94 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numexpr as ne
 import numpy as np
 import open3d as o3d
 
 from metricslam.geometry.camera import Intrinsics
-from metricslam.io.synthetic.scene import Scene
+from metricslam.io.synthetic.scene import (
+    ASPECT, COLOUR_A, COLOUR_B, INV_TEXEL, LIT_BACK, LIT_FRONT, NOISE_AMP, NORMAL, PATTERN, PERIOD, U0, U_AXIS, V0,
+    V_AXIS, Scene,
+)
 from metricslam.io.synthetic.texture import PATTERNS, pattern_value
 
 _NOISE = PATTERNS.index("noise")
 
 
 @lru_cache(maxsize=8)
-def camera_rays(intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
-    """Flat (H*W,) float32 x and y of the camera-frame ray directions (x, y, 1), so hit distance = z-depth."""
+def camera_rays(intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (H*W,) float32 x, y of the camera-frame ray directions (x, y, 1), so hit distance = z-depth, and
+    the directions' lengths."""
     if intrinsics.is_distorted:
         raise ValueError("synthetic rendering needs an undistorted pinhole camera; use intrinsics.undistorted()")
     u = ((np.arange(intrinsics.width) - intrinsics.cx) / intrinsics.fx).astype(np.float32)
     v = ((np.arange(intrinsics.height) - intrinsics.cy) / intrinsics.fy).astype(np.float32)
     x = np.tile(u, intrinsics.height)
     y = np.repeat(v, intrinsics.width)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
+    norm = np.sqrt(1 + x * x + y * y)
+    for a in (x, y, norm):
+        a.setflags(write=False)
+    return x, y, norm
 
 
-def _dot(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+def _pose_table(scene: Scene, R: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Scene.surface with its geometric columns re-expressed for this pose, so that for a hit at distance t
+    along camera ray (x, y, 1): dot(normal, ray) = n . (x, y, 1) with n in NORMAL, and the surface coordinate
+    u = U0 + t * U_AXIS . (x, y, 1) (likewise v) -- a few multiply-adds per hit instead of 3D points."""
+    table = scene.surface.copy()
+    src = scene.surface
+    for cols in (NORMAL, U_AXIS, V_AXIS):
+        axes = src[:, cols]
+        table[:, cols] = axes[:, :1] * R[0] + axes[:, 1:2] * R[1] + axes[:, 2:3] * R[2]
+    for cols, const in ((U_AXIS, U0), (V_AXIS, V0)):
+        axes = src[:, cols]
+        table[:, const] = src[:, const] + axes[:, 0] * origin[0] + axes[:, 1] * origin[1] + axes[:, 2] * origin[2]
+    return table
 
 
-def _surface_uv(scene: Scene, obj: np.ndarray, p: tuple[np.ndarray, ...], n: tuple[np.ndarray, ...]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates (m) in the plane of each hit face, taken in the object's own frame (boxes are axis-aligned
-    there): drop the local axis most parallel to the normal."""
-    yaw = scene.yaw[obj]
-    c, s = np.cos(yaw), np.sin(yaw)
-    origin = scene.origin[obj]
-    dx, dy = p[0] - origin[:, 0], p[1] - origin[:, 1]
-    lx, ly, lz = c * dx + s * dy, c * dy - s * dx, p[2] - origin[:, 2]
-    nx, ny, nz = np.abs(c * n[0] + s * n[1]), np.abs(c * n[1] - s * n[0]), np.abs(n[2])
-    along_x = (nx >= ny) & (nx >= nz)
-    along_z = ~along_x & (nz >= ny)
-    return np.where(along_x, ly, lx), np.where(along_z, ly, lz)
+def _shade(scene: Scene, row: np.ndarray, t: np.ndarray, x: np.ndarray, y: np.ndarray, ray_norm: np.ndarray,
+           focal: float) -> np.ndarray:
+    """(N, 3) linear RGB of each hit: pattern colour x noise brightness x (precomputed) Lambertian lighting.
 
-
-def _shade(scene: Scene, obj: np.ndarray, p: tuple[np.ndarray, ...], n: tuple[np.ndarray, ...],
-           d: tuple[np.ndarray, ...], depth: np.ndarray, focal: float) -> np.ndarray:
-    """(N, 3) linear RGB in [0, 1] of each hit: pattern colour x noise brightness x Lambertian lighting."""
-    n_dot_d = _dot(n, d)
-    cos_view = np.abs(n_dot_d) / np.sqrt(_dot(d, d))
+    row: the hit triangles' rows of the pose table; t: hit distance (= z-depth); (x, y): camera ray directions.
+    """
+    env = {"t": t, "x": x, "y": y, "rn": ray_norm, "inv_f": np.float32(1.0 / focal), "lo": np.float32(0.2)}
+    env.update(n0=row[:, 0], n1=row[:, 1], n2=row[:, 2])
+    nd = ne.evaluate("n0 * x + n1 * y + n2", local_dict=env)  # dot(normal, ray): its sign tells the side seen
+    env["nd"] = nd
     # Metres covered by one pixel on the surface (grows at grazing angles, capped).
-    footprint = depth / focal / np.maximum(cos_view, 0.2)
+    footprint = ne.evaluate("t * inv_f / where(abs(nd) > lo * rn, abs(nd) / rn, lo)", local_dict=env)
+    uv = []
+    for cols, const in ((U_AXIS, U0), (V_AXIS, V0)):
+        env.update(a0=row[:, cols.start], a1=row[:, cols.start + 1], a2=row[:, cols.start + 2], c=row[:, const])
+        uv.append(ne.evaluate("c + t * (a0 * x + a1 * y + a2)", local_dict=env))
+    u, v = uv
 
-    u, v = _surface_uv(scene, obj, p, n)
-    texel = scene.texel[obj]
-    offset = scene.uv_offset[obj]
-    noise = scene.noise.sample(u / texel + offset[:, 0], v / texel + offset[:, 1], footprint / texel)
+    inv_texel = row[:, INV_TEXEL]
+    noise = scene.noise.sample(u * inv_texel, v * inv_texel, footprint * inv_texel)
 
-    kind = scene.pattern[obj]
-    mix = np.clip(0.5 + 0.35 * noise, 0.0, 1.0)  # 'noise' materials mix their colours by the noise itself
+    kind = row[:, PATTERN].astype(np.int8)
+    mix = np.clip(np.float32(0.5) + np.float32(0.35) * noise, 0.0, 1.0)  # 'noise' materials mix by the noise
     for k in np.unique(kind):
         if k == _NOISE:
             continue
         sel = np.flatnonzero(kind == k)
-        o = obj[sel]
-        mix[sel] = pattern_value(int(k), u[sel], v[sel], scene.period[o], scene.aspect[o], footprint[sel])
+        mix[sel] = pattern_value(int(k), u[sel], v[sel], row[sel, PERIOD], row[sel, ASPECT], footprint[sel])
 
-    light = scene.lighting
-    flip = np.where(n_dot_d > 0, -1.0, 1.0).astype(np.float32)  # shade the side facing the camera
-    intensity = np.full(len(obj), light.ambient, np.float32)
-    for direction, weight in zip(light.directions, light.weights):
-        intensity += weight * np.maximum(flip * _dot(n, direction), 0.0)
-    intensity *= np.clip(1.0 + scene.noise_amp[obj] * noise, 0.15, 1.85)
+    env = {"nd": nd, "front": row[:, LIT_FRONT], "back": row[:, LIT_BACK], "amp": row[:, NOISE_AMP],
+           "noise": noise, "mix": mix, "one": np.float32(1.0), "lo": np.float32(0.15), "hi": np.float32(1.85)}
+    lit = ne.evaluate("where(nd < 0, front, back) * where(one + amp * noise < lo, lo, "
+                      "where(one + amp * noise > hi, hi, one + amp * noise))", local_dict=env)
+    env["lit"] = lit
+    out = np.empty((len(t), 3), np.float32)
+    for k in range(3):
+        env.update(a=row[:, COLOUR_A.start + k], b=row[:, COLOUR_B.start + k])
+        out[:, k] = ne.evaluate("(a + (b - a) * mix) * lit", local_dict=env)
+    return out
 
-    a, b = scene.colour_a[obj], scene.colour_b[obj]
-    return (a + (b - a) * mix[:, None]) * intensity[:, None]
 
-
-def _sky(scene: Scene, d: tuple[np.ndarray, ...]) -> np.ndarray:
-    elevation = np.clip(d[2] / np.sqrt(_dot(d, d)), 0.0, 1.0)[:, None]
+def _sky(scene: Scene, dz: np.ndarray, ray_norm: np.ndarray) -> np.ndarray:
+    elevation = np.clip(dz / ray_norm, 0.0, 1.0)[:, None]
     horizon = np.asarray(scene.lighting.sky_horizon, np.float32)
     zenith = np.asarray(scene.lighting.sky_zenith, np.float32)
     return horizon + (zenith - horizon) * np.sqrt(elevation)
@@ -96,11 +106,12 @@ def render(scene: Scene, pose_wc: np.ndarray, intrinsics: Intrinsics) -> tuple[n
     pose = np.asarray(pose_wc, np.float64)
     R = pose[:3, :3].astype(np.float32)
     origin = pose[:3, 3].astype(np.float32)
-    x, y = camera_rays(intrinsics)
+    x, y, ray_norm = camera_rays(intrinsics)
     rays = np.empty((len(x), 6), np.float32)
     rays[:, :3] = origin
     for k in range(3):
-        rays[:, 3 + k] = R[k, 0] * x + R[k, 1] * y + R[k, 2]
+        env = {"x": x, "y": y, "r0": R[k, 0], "r1": R[k, 1], "r2": R[k, 2]}
+        rays[:, 3 + k] = ne.evaluate("r0 * x + r1 * y + r2", local_dict=env)
     hits = scene.raycaster.cast_rays(o3d.core.Tensor(rays))
     t_hit = hits["t_hit"].numpy()
     hit = np.isfinite(t_hit)
@@ -109,16 +120,12 @@ def render(scene: Scene, pose_wc: np.ndarray, intrinsics: Intrinsics) -> tuple[n
 
     colour = np.empty((len(x), 3), np.float32)
     if len(miss):
-        colour[miss] = _sky(scene, tuple(rays[miss, 3 + k] for k in range(3)))
+        colour[miss] = _sky(scene, rays[miss, 5], ray_norm[miss])
     if len(idx):
-        obj = scene.triangle_object[hits["primitive_ids"].numpy()[idx]]
-        normals = hits["primitive_normals"].numpy()[idx]
-        t = t_hit[idx]
-        d = tuple(rays[idx, 3 + k] for k in range(3))
-        p = tuple(origin[k] + t * d[k] for k in range(3))
-        n = tuple(normals[:, k] for k in range(3))
-        colour[idx] = _shade(scene, obj, p, n, d, t, 0.5 * (intrinsics.fx + intrinsics.fy))
+        row = _pose_table(scene, R, origin)[hits["primitive_ids"].numpy()[idx]]
+        colour[idx] = _shade(scene, row, t_hit[idx], x[idx], y[idx], ray_norm[idx],
+                             0.5 * (intrinsics.fx + intrinsics.fy))
 
     depth = np.where(hit & (t_hit <= scene.max_depth), t_hit, 0.0).astype(np.float32)
-    rgb = np.clip(colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return rgb.reshape(h, w, 3), depth.reshape(h, w)
+    rgb = ne.evaluate("where(c > 1, 255, where(c < 0, 0, c * 255 + 0.5))", local_dict={"c": colour})
+    return rgb.astype(np.uint8).reshape(h, w, 3), depth.reshape(h, w)

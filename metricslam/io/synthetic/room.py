@@ -148,8 +148,8 @@ def build_room(seed: int = 0) -> Scene:
     dirs = np.array([[0.3, 0.5, 1.0], [-0.6, -0.3, 0.4], [0.5, -0.8, 0.2]])
     lighting = Lighting(
         directions=(dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).astype(np.float32),
-        weights=np.array([0.4, 0.25, 0.15], np.float32),
-        ambient=0.3,
+        weights=np.array([0.35, 0.25, 0.2], np.float32),
+        ambient=0.45,
     )
     return b.build("room", lighting, fps=FPS, depth_scale=DEPTH_SCALE)
 

@@ -50,23 +50,23 @@ class Lighting:
     sky_zenith: tuple[float, float, float] = (0.38, 0.56, 0.86)
 
 
+# Columns of Scene.surface, one row per triangle: everything shading needs, so a hit costs one row gather.
+# u, v (metres) are affine in the hit point: u = dot(U_AXIS, p) + U0, in the plane of the face, oriented by the
+# object's own frame (boxes are axis-aligned there) and shifted by a random per-object offset.
+NORMAL, U_AXIS, U0, V_AXIS, V0 = slice(0, 3), slice(3, 6), 6, slice(7, 10), 10
+LIT_FRONT, LIT_BACK = 11, 12  # ambient + Lambert, for the side the normal points to and the other side
+INV_TEXEL, NOISE_AMP, PERIOD, ASPECT, PATTERN = 13, 14, 15, 16, 17
+COLOUR_A, COLOUR_B = slice(18, 21), slice(21, 24)
+SURFACE_COLUMNS = 24
+
+
 @dataclass
 class Scene:
     """Everything the renderer needs, plus what a sequence built on it needs (fps, depth PNG scale, path)."""
 
     name: str
     raycaster: o3d.t.geometry.RaycastingScene
-    triangle_object: np.ndarray  # (T,) object index per triangle
-    pattern: np.ndarray  # (O,) index into texture.PATTERNS
-    colour_a: np.ndarray  # (O, 3)
-    colour_b: np.ndarray  # (O, 3)
-    period: np.ndarray  # (O,)
-    aspect: np.ndarray  # (O,)
-    texel: np.ndarray  # (O,)
-    noise_amp: np.ndarray  # (O,)
-    origin: np.ndarray  # (O, 3) local frame origin
-    yaw: np.ndarray  # (O,) local frame rotation about z
-    uv_offset: np.ndarray  # (O, 2) decorrelates the noise of different objects
+    surface: np.ndarray  # (T, SURFACE_COLUMNS) float32, see the column constants above
     noise: NoiseTile
     lighting: Lighting
     fps: float
@@ -76,7 +76,7 @@ class Scene:
 
     @property
     def num_triangles(self) -> int:
-        return len(self.triangle_object)
+        return len(self.surface)
 
 
 class SceneBuilder:
@@ -98,7 +98,7 @@ class SceneBuilder:
         obj = len(self._materials)
         self._vertices.append(vertices)
         self._triangles.append(triangles + self._num_vertices)
-        self._tri_object.append(np.full(len(triangles), obj, np.int32))
+        self._tri_object.append(np.full(len(triangles), obj, np.int64))
         self._num_vertices += len(vertices)
         self._materials.append(material)
         self._frames.append((np.asarray(origin, np.float64), float(yaw)))
@@ -135,27 +135,61 @@ class SceneBuilder:
             quads.append(np.stack([ra + 1, rb, rb + 1], 1))
         return self._add(vertices, np.concatenate(quads), material, np.zeros(3), 0.0)
 
+    def _surface_table(self, vertices: np.ndarray, triangles: np.ndarray, lighting: Lighting) -> np.ndarray:
+        obj = np.concatenate(self._tri_object)
+        tri = vertices[triangles]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+
+        yaw = np.array([f[1] for f in self._frames])[obj]
+        origin = np.array([f[0] for f in self._frames])[obj]
+        c, s = np.cos(yaw), np.sin(yaw)
+        zero, one = np.zeros_like(c), np.ones_like(c)
+        local_x = np.stack([c, s, zero], 1)
+        local_y = np.stack([-s, c, zero], 1)
+        local_z = np.stack([zero, zero, one], 1)
+        nx, ny, nz = (np.abs(np.einsum("ij,ij->i", normal, ax)) for ax in (local_x, local_y, local_z))
+        along_x = ((nx >= ny) & (nx >= nz))[:, None]
+        along_z = (~along_x[:, 0] & (nz >= ny))[:, None]
+        u_axis = np.where(along_x, local_y, local_x)
+        v_axis = np.where(along_z, local_y, local_z)
+        shift = self.rng.uniform(0, 50, (len(self._materials), 2))[obj]
+
+        front = np.maximum(normal @ lighting.directions.T, 0) @ lighting.weights
+        back = np.maximum(-normal @ lighting.directions.T, 0) @ lighting.weights
+        mats = self._materials
+
+        def per_object(attr: str) -> np.ndarray:
+            return np.array([getattr(m, attr) for m in mats], np.float64)[obj]
+
+        table = np.zeros((len(triangles), SURFACE_COLUMNS), np.float64)
+        table[:, NORMAL] = normal
+        table[:, U_AXIS] = u_axis
+        table[:, U0] = shift[:, 0] - np.einsum("ij,ij->i", u_axis, origin)
+        table[:, V_AXIS] = v_axis
+        table[:, V0] = shift[:, 1] - np.einsum("ij,ij->i", v_axis, origin)
+        table[:, LIT_FRONT] = lighting.ambient + front
+        table[:, LIT_BACK] = lighting.ambient + back
+        table[:, INV_TEXEL] = 1.0 / per_object("texel")
+        table[:, NOISE_AMP] = per_object("noise")
+        table[:, PERIOD] = per_object("period")
+        table[:, ASPECT] = per_object("aspect")
+        table[:, PATTERN] = np.array([PATTERNS.index(m.pattern) for m in mats])[obj]
+        table[:, COLOUR_A] = np.array([m.colour_a for m in mats])[obj]
+        table[:, COLOUR_B] = np.array([m.colour_b for m in mats])[obj]
+        return table.astype(np.float32)
+
     def build(self, name: str, lighting: Lighting, fps: float, depth_scale: float,
               max_depth: float = np.inf, **extras: object) -> Scene:
-        vertices = np.concatenate(self._vertices).astype(np.float32)
-        triangles = np.concatenate(self._triangles).astype(np.uint32)
+        vertices = np.concatenate(self._vertices)
+        triangles = np.concatenate(self._triangles)
         raycaster = o3d.t.geometry.RaycastingScene()
-        raycaster.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(triangles))
-        mats = self._materials
+        raycaster.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
+                                o3d.core.Tensor(triangles.astype(np.uint32)))
         return Scene(
             name=name,
             raycaster=raycaster,
-            triangle_object=np.concatenate(self._tri_object),
-            pattern=np.array([PATTERNS.index(m.pattern) for m in mats], np.int8),
-            colour_a=np.array([m.colour_a for m in mats], np.float32),
-            colour_b=np.array([m.colour_b for m in mats], np.float32),
-            period=np.array([m.period for m in mats], np.float32),
-            aspect=np.array([m.aspect for m in mats], np.float32),
-            texel=np.array([m.texel for m in mats], np.float32),
-            noise_amp=np.array([m.noise for m in mats], np.float32),
-            origin=np.array([f[0] for f in self._frames], np.float32),
-            yaw=np.array([f[1] for f in self._frames], np.float32),
-            uv_offset=self.rng.uniform(0, 500, (len(mats), 2)).astype(np.float32),
+            surface=self._surface_table(vertices, triangles, lighting),
             noise=NoiseTile(self.rng),
             lighting=lighting,
             fps=fps,

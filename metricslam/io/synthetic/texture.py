@@ -7,6 +7,7 @@ shimmer at distance and optical flow sees stable detail at every range.
 from __future__ import annotations
 
 import cv2
+import numexpr as ne
 import numpy as np
 
 PATTERNS = ("noise", "stripes", "checker", "bricks", "windows")
@@ -35,30 +36,29 @@ class NoiseTile:
         while levels[-1].shape[0] > 4:
             t = levels[-1]
             levels.append(t.reshape(t.shape[0] // 2, 2, t.shape[1] // 2, 2).mean(axis=(1, 3)))
-        self.sizes = np.array([lv.shape[0] for lv in levels])
+        self.num_levels = len(levels)
         # Each level gets a one-texel wrap-around border so bilinear lookups stay seamless across the period.
         padded = [cv2.copyMakeBorder(lv, 1, 1, 1, 1, cv2.BORDER_WRAP) for lv in levels]
-        self.x_offsets = np.concatenate([[0], np.cumsum([p.shape[1] for p in padded])[:-1]])
-        atlas = np.zeros((size + 2, sum(p.shape[1] for p in padded)), np.float32)
-        for p, x0 in zip(padded, self.x_offsets):
-            atlas[: p.shape[0], x0 : x0 + p.shape[1]] = p
-        self.atlas = atlas
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.sizes)
+        x0 = np.concatenate([[0], np.cumsum([p.shape[1] for p in padded])[:-1]])
+        self.atlas = np.zeros((size + 2, sum(p.shape[1] for p in padded)), np.float32)
+        for p, x in zip(padded, x0):
+            self.atlas[: p.shape[0], x : x + p.shape[1]] = p
+        self._sizes = np.array([lv.shape[0] for lv in levels], np.float32)
+        self._scales = np.exp2(-np.arange(self.num_levels)).astype(np.float32)
+        self._x_starts = (x0 + 1).astype(np.float32)
 
     def _lookup(self, u: np.ndarray, v: np.ndarray, level: np.ndarray) -> np.ndarray:
-        scale = np.exp2(-level.astype(np.float32))
-        size = self.sizes[level].astype(np.float32)
-        # Texel centres of level l sit at (i + 0.5) * 2**l - 0.5 in level-0 texel units.
-        x = np.mod((u + 0.5) * scale - 0.5, size) + 1 + self.x_offsets[level]
-        y = np.mod((v + 0.5) * scale - 0.5, size) + 1
         n = len(u)
         rows = -(-n // _ROW)
         mx = np.zeros(rows * _ROW, np.float32)
         my = np.zeros(rows * _ROW, np.float32)
-        mx[:n], my[:n] = x, y
+        # Texel centres of level l sit at (i + 0.5) * 2**l - 0.5 in level-0 texel units; x0 skips the border.
+        env = {"s": self._scales[level], "n": self._sizes[level], "x0": self._x_starts[level],
+               "h": np.float32(0.5), "one": np.float32(1.0)}
+        for out, coord, start in ((mx, u, "x0"), (my, v, "one")):
+            env["c"] = coord
+            ne.evaluate(f"((c + h) * s - h) - floor(((c + h) * s - h) / n) * n + {start}", local_dict=env,
+                        out=out[:n])
         out = cv2.remap(self.atlas, mx.reshape(rows, _ROW), my.reshape(rows, _ROW), cv2.INTER_LINEAR)
         return out.reshape(-1)[:n]
 
@@ -66,12 +66,15 @@ class NoiseTile:
         """Noise at (u, v) in level-0 texels, filtered over ``footprint`` texels (trilinear mip-mapping)."""
         if len(u) == 0:
             return np.zeros(0, np.float32)
-        level = np.clip(np.log2(np.maximum(footprint, 1e-6)), 0, self.num_levels - 1).astype(np.float32)
+        env = {"f": footprint, "top": np.float32(self.num_levels - 1), "one": np.float32(1.0),
+               "inv_ln2": np.float32(1 / np.log(2))}
+        level = ne.evaluate("where(f > one, log(f) * inv_ln2, 0 * f)", local_dict=env)
+        level = np.minimum(level, env["top"])
         l0 = np.minimum(level.astype(np.int64), self.num_levels - 2)
-        frac = np.clip(level - l0, 0.0, 1.0)
         a = self._lookup(u, v, l0)
         b = self._lookup(u, v, l0 + 1)
-        return a + (b - a) * frac
+        return ne.evaluate("a + (b - a) * (level - l0)", local_dict={"a": a, "b": b, "level": level,
+                                                                     "l0": l0.astype(np.float32)})
 
 
 def filtered_pulse(x: np.ndarray, width: np.ndarray, duty: float) -> np.ndarray:
