@@ -1,12 +1,14 @@
 """Dense-BA benchmark on CPU: time per Gauss-Newton step and peak memory, Schur solver vs dense normal equations.
 
     python evaluation/bench_ba.py [--sizes 8 10 16 32 64] [--grid 48 64] [--dense-grid 12 16] [--dense-max 32]
+                                  [--threads N]
 
 Problems come from metricslam.slam.factors.synthetic_problem (about 6 edges per keyframe, float32 state,
 noisy targets and priors, perturbed start). Every measurement runs in a fresh Python process that loads the
 saved problem, records its peak resident set size (getrusage ru_maxrss), runs the steps, and reports the growth
 of that peak: the extra memory one step needs beyond its inputs. Times are medians over --steps steps after one
-warm-up step.
+warm-up step; 'cpu' is the process CPU time of a step (all threads), which is less disturbed than wall time when
+other jobs share the machine.
 
 The dense reference (ba.dense_reference_step) builds the full (6K + K h w)^2 normal equations: at 48x64 that is
 already 4.8 GB for 8 keyframes, so it is measured on the smaller --dense-grid (where the Schur solver is measured
@@ -51,8 +53,10 @@ def build_problem(K: int, h: int, w: int, seed: int = 0) -> BAProblem:
     return problem
 
 
-def run_child(path: str, method: str, steps: int) -> dict:
+def run_child(path: str, method: str, steps: int, threads: int) -> dict:
     """Measure one method on the saved problem inside this (fresh) process."""
+    if threads > 0:
+        torch.set_num_threads(threads)
     problem: BAProblem = torch.load(path, weights_only=False)
     opts = BAOptions()
     K, h, w = problem.invdepths.shape
@@ -70,18 +74,20 @@ def run_child(path: str, method: str, steps: int) -> dict:
                                  fixed, eta, opts)
 
     base = _peak_rss_mb()
-    times = []
+    wall, cpu = [], []
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
-    return {"ms": 1000 * statistics.median(times[1:]), "peak_mb": _peak_rss_mb() - base}
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"ms": 1000 * statistics.median(wall[1:]), "cpu_ms": 1000 * statistics.median(cpu[1:]),
+            "peak_mb": _peak_rss_mb() - base, "threads": torch.get_num_threads()}
 
 
-def measure(problem: BAProblem, method: str, steps: int, tmp: Path) -> dict:
+def measure(problem: BAProblem, method: str, steps: int, threads: int, tmp: Path) -> dict:
     path = tmp / "problem.pt"
     torch.save(problem, path)
-    out = subprocess.run([sys.executable, __file__, "--child", str(path), method, str(steps)],
+    out = subprocess.run([sys.executable, __file__, "--child", str(path), method, str(steps), str(threads)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -91,20 +97,24 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 10, 16, 32, 64])
     ap.add_argument("--grid", type=int, nargs=2, default=[48, 64], metavar=("H", "W"))
     ap.add_argument("--dense-grid", type=int, nargs=2, default=[12, 16], metavar=("H", "W"))
-    ap.add_argument("--dense-max", type=int, default=32, help="largest window solved densely; larger ones are extrapolated")
+    ap.add_argument("--dense-max", type=int, default=32,
+                    help="largest window solved densely; larger ones are extrapolated")
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        path, method, steps = args.child
-        print(json.dumps(run_child(path, method, int(steps))))
+        path, method, steps, threads = args.child
+        print(json.dumps(run_child(path, method, int(steps), int(threads))))
         return
 
     (H, W), (h, w) = args.grid, args.dense_grid
-    print(f"dense BA, one Gauss-Newton step on CPU ({torch.get_num_threads()} threads, torch {torch.__version__}); "
-          f"peak = growth of peak RSS during the steps")
-    header = (f"{'K':>3} {'edges':>5} | {'schur ms':>8} {'peak MB':>7} @{H}x{W} | {'schur ms':>8} {'dense ms':>9} "
-              f"{'dense MB':>8} {'ratio':>6} @{h}x{w} | {'dense ms':>10} {'ratio':>7} @{H}x{W}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"dense BA, one Gauss-Newton step on CPU, {threads} torch thread(s), torch {torch.__version__}; "
+          f"peak = growth of peak RSS during the steps; ~ = extrapolated (O(N^3) dense Cholesky)")
+    header = (f"{'K':>3} {'edges':>5} | {f'schur @{H}x{W}: ms':>18} {'cpu ms':>7} {'peak MB':>7} | "
+              f"{f'@{h}x{w}: schur ms':>18} {'dense ms':>9} {'dense MB':>8} {'ratio':>6} | "
+              f"{f'dense @{H}x{W} ms':>16} {'ratio':>7}")
     print(header)
     print("-" * len(header))
     last_dense: tuple[int, float] | None = None
@@ -113,23 +123,23 @@ def main() -> None:
         for K in args.sizes:
             big = build_problem(K, H, W)
             small = build_problem(K, h, w)
-            s_big = measure(big, "schur", args.steps, tmp)
-            s_small = measure(small, "schur", args.steps, tmp)
+            s_big = measure(big, "schur", args.steps, args.threads, tmp)
+            s_small = measure(small, "schur", args.steps, args.threads, tmp)
             n_small = 6 * K + K * h * w
             if K <= args.dense_max:
-                d = measure(small, "dense", max(1, args.steps // 2), tmp)
-                dense_ms, dense_mb, mark = d["ms"], f"{d['peak_mb']:8.0f}", " "
-                last_dense = (n_small, dense_ms)
+                d = measure(small, "dense", max(1, args.steps // 2), args.threads, tmp)
+                dense_ms, dense_mb = f"{d['ms']:9.0f}", f"{d['peak_mb']:8.0f}"
+                dense_value = d["ms"]
+                last_dense = (n_small, dense_value)
             elif last_dense is not None:
-                dense_ms = last_dense[1] * (n_small / last_dense[0]) ** 3
-                dense_mb, mark = f"{'~' + str(round(8 * n_small ** 2 / 2 ** 20)):>8}", "~"
+                dense_value = last_dense[1] * (n_small / last_dense[0]) ** 3
+                dense_ms, dense_mb = f"~{dense_value:8.0f}", f"~{8 * n_small ** 2 / 2 ** 20:7.0f}"
             else:
-                dense_ms, dense_mb, mark = math.nan, f"{'-':>8}", " "
-            dense_big = dense_ms * ((6 * K + K * H * W) / n_small) ** 3
-            print(f"{K:>3} {big.ii.numel():>5} | {s_big['ms']:8.1f} {s_big['peak_mb']:7.0f} {'':>{len(str(H)) + len(str(W)) + 2}}| "
-                  f"{s_small['ms']:8.1f} {mark}{dense_ms:8.0f} {dense_mb} {dense_ms / s_small['ms']:6.0f} "
-                  f"{'':>{len(str(h)) + len(str(w)) + 2}}| ~{dense_big:9.2e} {dense_big / s_big['ms']:7.1e}",
-                  flush=True)
+                dense_value, dense_ms, dense_mb = math.nan, f"{'-':>9}", f"{'-':>8}"
+            dense_big = dense_value * ((6 * K + K * H * W) / n_small) ** 3
+            print(f"{K:>3} {big.ii.numel():>5} | {s_big['ms']:18.1f} {s_big['cpu_ms']:7.1f} {s_big['peak_mb']:7.0f} | "
+                  f"{s_small['ms']:18.1f} {dense_ms} {dense_mb} {dense_value / s_small['ms']:6.0f} | "
+                  f"~{dense_big:15.2e} {dense_big / s_big['ms']:7.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def unproject(coords: torch.Tensor, invdepth: torch.Tensor, intrinsics: Intrinsi
 
 
 def _safe_inverse(z: torch.Tensor) -> torch.Tensor:
-    return 1.0 / torch.where(z.abs() < _EPS, torch.full_like(z, _EPS), z)
+    return torch.where(z.abs() < _EPS, _EPS, z).reciprocal_()
 
 
 def project(Xh: torch.Tensor, intrinsics: IntrinsicsLike, dim: int = -1) -> torch.Tensor:
@@ -68,35 +68,52 @@ def relative_poses(poses_cw: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -
     return poses_cw[jj] @ se3.inverse(poses_cw[ii])
 
 
-def transform_points(T: torch.Tensor, Xh: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Apply transforms T (E, 4, 4) to homogeneous points with E leading and 4 along ``dim`` (4th kept)."""
-    moved = Xh.movedim(dim, 1)
-    flat = moved.reshape(moved.shape[0], 4, -1)
-    out = torch.cat([T[:, :3].to(Xh.dtype) @ flat, flat[:, 3:]], dim=1)
-    return out.reshape(moved.shape).movedim(1, dim)
+def grid_transfer(T_ij: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike) -> torch.Tensor:
+    """Xj = T_ij [x, y, 1, d] for every pixel of an h x w grid with inverse depths (E, h, w): channel-first
+    (E, 4, h * w), in the dtype of ``invdepths``. The rays are shared, so this is one matmul and one
+    multiply-add instead of building per-edge points."""
+    E, h, w = invdepths.shape
+    dtype = invdepths.dtype
+    rays = unproject(pixel_grid(h, w, invdepths.device, dtype).reshape(-1, 2), invdepths.new_zeros(()), intrinsics)
+    T = T_ij.to(dtype)
+    return (T @ rays.T).addcmul_(T[:, :, 3:], invdepths.reshape(E, 1, h * w))
 
 
-def projection_jacobians(Xj: torch.Tensor, t_ij: torch.Tensor, intrinsics: IntrinsicsLike, dim: int = -1
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Jacobians of the projection of Xj = T_ij X (4 along ``dim``).
+def _coord_axes_shape(x: torch.Tensor, dim: int, axes: list[int]) -> list[int]:
+    """Shape of a component ``x`` with ``axes`` inserted where ``dim`` points."""
+    shape = list(x.shape)
+    at = dim if dim >= 0 else len(shape) + dim + 1
+    shape[at:at] = axes
+    return shape
 
-    Returns dp/dxi_j for a left perturbation of the target pose and dp/dd_i for the source inverse depth.
-    With ``dim=-1``: Xj (..., 4) -> (..., 2, 6) and (..., 2); with ``dim=1`` and Xj (E, 4, P): (E, 2, 6, P) and
-    (E, 2, P). ``t_ij`` (E, 3) is the translation of T_ij.
+
+def pose_jacobian(Xj: torch.Tensor, intrinsics: IntrinsicsLike, dim: int = -1) -> torch.Tensor:
+    """dp/dxi_j of the projection of Xj = T_ij X (4 along ``dim``) for a left perturbation of the target pose.
+
+    ``dim=-1``: Xj (..., 4) -> (..., 2, 6). ``dim=1``: Xj (E, 4, P) -> (E, 2, 6, P).
     """
     fx, fy, _, _ = intrinsics_tensor(intrinsics, Xj).unbind()
     x, y, z, h = Xj.unbind(dim)
+    rho = _safe_inverse(z)
+    nrho = -rho
+    xr, nyr, hr, nhr = x * rho, y * nrho, h * rho, h * nrho
+    fxr, fyr = fx * xr, -fy * nyr
+    zero = torch.zeros_like(x)
+    J = torch.stack([fx * hr, zero, fxr * nhr, fxr * nyr, fx + fxr * xr, fx * nyr,
+                     zero, fy * hr, fyr * nhr, fyr * nyr - fy, fyr * xr, fy * xr], dim=dim)
+    return J.view(_coord_axes_shape(x, dim, [2, 6]))
+
+
+def depth_jacobian(Xj: torch.Tensor, t_ij: torch.Tensor, intrinsics: IntrinsicsLike, dim: int = -1
+                   ) -> torch.Tensor:
+    """dp/dd_i of the projection of Xj = T_ij X w.r.t. the source inverse depth; ``t_ij`` (E, 3) is the
+    translation of T_ij. ``dim=-1``: Xj (E, ..., 4) -> (E, ..., 2). ``dim=1``: Xj (E, 4, P) -> (E, 2, P)."""
+    fx, fy, _, _ = intrinsics_tensor(intrinsics, Xj).unbind()
+    x, y, z, _ = Xj.unbind(dim)
     t = t_ij.to(Xj.dtype).reshape(t_ij.shape[0], 3, *([1] * (x.dim() - 1)))
     rho = _safe_inverse(z)
-    xr, yr, hr = x * rho, y * rho, h * rho
-    zero = torch.zeros_like(x)
-    fxr, fyr = fx * xr, fy * yr
-    J = torch.stack([fx * hr, zero, -fxr * hr, -fxr * yr, fx + fxr * xr, -fx * yr,
-                     zero, fy * hr, -fyr * hr, -fy - fyr * yr, fyr * xr, fy * xr], dim=dim)
-    jd = torch.stack([(fx * t[:, 0] - t[:, 2] * fxr) * rho, (fy * t[:, 1] - t[:, 2] * fyr) * rho], dim=dim)
-    shape = list(x.shape)
-    shape[dim if dim >= 0 else len(shape) + dim + 1:0] = [2, 6]
-    return J.view(shape), jd
+    return torch.stack([(fx * t[:, 0] - t[:, 2] * fx * x * rho) * rho,
+                        (fy * t[:, 1] - t[:, 2] * fy * y * rho) * rho], dim=dim)
 
 
 def reproject(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike,
@@ -109,15 +126,15 @@ def reproject(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intri
     ``jacobians`` also J_i, J_j (E, h, w, 2, 6) w.r.t. left perturbations of T_i, T_j and J_d (E, h, w, 2)
     w.r.t. the source inverse depth. Computed in the dtype of ``invdepths``.
     """
-    dtype = invdepths.dtype
+    E = ii.shape[0]
     _, h, w = invdepths.shape
-    T_ij = relative_poses(poses_cw, ii, jj).to(dtype)
-    X = unproject(pixel_grid(h, w, invdepths.device, dtype), invdepths[ii], intrinsics)
-    Xj = transform_points(T_ij, X)
-    coords = project(Xj, intrinsics)
-    valid = Xj[..., 2] > min_depth
+    T_ij = relative_poses(poses_cw, ii, jj).to(invdepths.dtype)
+    Xj = grid_transfer(T_ij, invdepths[ii], intrinsics)
+    coords = project(Xj, intrinsics, dim=1).transpose(1, 2).reshape(E, h, w, 2)
+    valid = (Xj[:, 2] > min_depth).reshape(E, h, w)
     if not jacobians:
         return coords, valid
-    Jj, Jd = projection_jacobians(Xj, T_ij[:, :3, 3], intrinsics)
+    Jj = pose_jacobian(Xj, intrinsics, dim=1).permute(0, 3, 1, 2).reshape(E, h, w, 2, 6)
+    Jd = depth_jacobian(Xj, T_ij[:, :3, 3], intrinsics, dim=1).transpose(1, 2).reshape(E, h, w, 2)
     Ji = -Jj @ se3.adjoint(T_ij)[:, None, None]
     return coords, valid, Ji, Jj, Jd

@@ -11,7 +11,8 @@ fixed=(0,), eta=None, iters=2, options=BAOptions()) -> (poses_cw, invdepths)``
     intrinsics [fx, fy, cx, cy] at grid resolution; ii, jj (E,) edges from source frame ii (whose depths are
     used) to target frame jj; targets (E, h, w, 2) pixel coordinates in frame jj of every grid pixel of frame ii;
     weights (E, h, w, 2) per-coordinate confidences; fixed: indices of poses held constant (the gauge); eta:
-    depth damping (scalar, (K,) or (K, h, w)) used where a pixel has no prior. Returns new tensors.
+    depth damping in the normalised unit (scalar, (K,) or (K, h, w)) used where a pixel has no prior.
+    Returns new tensors; poses come back in the dtype given, inverse depths in the dtype of ``invdepths``.
 ``gauss_newton_step(...) -> (dx (K, 6), dz (K, h, w))``
     One damped Gauss-Newton increment in the units given (no normalisation): poses move by
     T <- exp(dx) T, inverse depths by d <- d + dz.
@@ -27,9 +28,11 @@ Per edge only the target-pose blocks are reduced over pixels (J_i = -J_j Adj(T_i
 6x6 blocks, never per pixel). The depth block is diagonal: flow terms plus alpha * c * (d - d_prior)^2 where a
 prior exists, plus the damping eta elsewhere. Poses are solved from the Schur complement in float64 with DROID's
 LM damping H + lm diag(H) + ep I (Cholesky; more damping, then a pseudo-inverse, if it fails) and the depths
-are back-substituted and clamped. Inside, inverse depths are divided (and translations multiplied) by their
-mean so thresholds and damping are scene independent; this is only a change of units: metric priors give
-metric results.
+are back-substituted and clamped. Inside, inverse depths and priors are divided (and translations multiplied)
+by the mean prior inverse depth (the mean inverse depth when there is no prior) so thresholds and damping are
+scene independent; this is only a change of units: metric priors give metric results.
+
+``dense_reference_step`` solves the same step with the full dense normal equations (tests and benchmarks only).
 """
 from __future__ import annotations
 
@@ -44,13 +47,12 @@ from metricslam.geometry import se3
 from metricslam.geometry.projective import (
     MIN_DEPTH,
     IntrinsicsLike,
-    pixel_grid,
+    depth_jacobian,
+    grid_transfer,
+    pose_jacobian,
     project,
-    projection_jacobians,
     relative_poses,
     reproject,
-    transform_points,
-    unproject,
 )
 
 Kernel = Literal["none", "huber", "cauchy"]
@@ -60,7 +62,10 @@ Kernel = Literal["none", "huber", "cauchy"]
 class BAOptions:
     """Dense BA settings. Depth quantities are in the normalised unit (mean inverse depth 1)."""
 
-    alpha: float = 0.05  # prior weight (DROID RGB-D mode), multiplied by the per-pixel prior confidence
+    # Prior weight (DROID RGB-D mode), times the per-pixel prior confidence. It suits sensor-grade priors; with
+    # noisy network priors lower it (or their confidence): at 5 % per-pixel noise, 0.05 shrinks the trajectory
+    # scale by about 4 % (errors in variables), 0.002 by about 0.1 %.
+    alpha: float = 0.05
     min_depth: float = MIN_DEPTH  # drop terms whose X'2 (= depth_j / depth_i) is below this
     lm: float = 1e-4  # LM damping of the reduced pose system: H + lm * diag(H) + ep * I
     ep: float = 0.1
@@ -96,9 +101,8 @@ def robust_weight(residual: torch.Tensor, kind: Kernel, threshold: float) -> tor
 class _Residuals:
     """Per-edge residual side of the linearisation, channel-first (E, 2, P) with P = h * w."""
 
-    A: torch.Tensor  # (E, 6, 6) Adj(T_ij)
+    A: torch.Tensor  # (E, 6, 6) Adj(T_ij), float64 (it only enters the small reduced system)
     Xj: torch.Tensor  # (E, 4, P) points in the target frame
-    t: torch.Tensor  # (E, 3) translation of T_ij
     sw: torch.Tensor  # sqrt of the final per-coordinate weight
     swr: torch.Tensor  # sw * residual
     swJd: torch.Tensor  # sw * d p / d invdepth
@@ -107,37 +111,22 @@ class _Residuals:
 def _residuals(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
                jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, opts: BAOptions) -> _Residuals:
     """Weighted residuals and depth Jacobians; targets and weights are channel-first (E, 2, P)."""
-    dtype = invdepths.dtype
-    K, h, w = invdepths.shape
-    P = h * w
     T = relative_poses(poses_cw, ii, jj)
-    A = se3.adjoint(T).to(dtype)
-    T = T.to(dtype)
-    grid = pixel_grid(h, w, invdepths.device, dtype).reshape(1, P, 2).transpose(1, 2)
-    Xj = transform_points(T, unproject(grid, invdepths.reshape(K, P)[ii], intrinsics, dim=1), dim=1)
+    A = se3.adjoint(T.double())
+    T = T.to(invdepths.dtype)
+    Xj = grid_transfer(T, invdepths[ii], intrinsics)
     r = targets - project(Xj, intrinsics, dim=1)
     wt = weights * (Xj[:, 2] > opts.min_depth)[:, None]
     if opts.robust != "none":
         wt = wt * robust_weight(r.norm(dim=1), opts.robust, opts.robust_px)[:, None]
     sw = (opts.weight_scale * wt).sqrt()
-    # The depth Jacobian is the cheap part of projection_jacobians; depth-only steps need nothing else.
-    fx, fy = intrinsics[0], intrinsics[1]
-    rho = 1.0 / Xj[:, 2].where(Xj[:, 2].abs() > 1e-6, torch.full_like(Xj[:, 2], 1e-6))
-    t = T[:, :3, 3]
-    Jd = torch.stack([(fx * t[:, 0, None] - t[:, 2, None] * fx * Xj[:, 0] * rho) * rho,
-                      (fy * t[:, 1, None] - t[:, 2, None] * fy * Xj[:, 1] * rho) * rho], dim=1)
-    return _Residuals(A=A, Xj=Xj, t=t, sw=sw, swr=sw * r, swJd=sw * Jd)
+    Jd = depth_jacobian(Xj, T[:, :3, 3], intrinsics, dim=1)
+    return _Residuals(A=A, Xj=Xj, sw=sw, swr=sw * r, swJd=sw * Jd)
 
 
 def _weighted_pose_jacobian(res: _Residuals, intrinsics: torch.Tensor) -> torch.Tensor:
-    """[sqrt(W) J_j, sqrt(W) r] as (E, 2, 7, P): one batched matmul of it with itself gives both
-    sum J^T W J (the 6x6 block) and sum J^T W r (the 7th column)."""
-    J, _ = projection_jacobians(res.Xj, res.t, intrinsics, dim=1)
-    E, _, _, P = J.shape
-    out = J.new_empty(E, 2, 7, P)
-    torch.mul(J, res.sw[:, :, None], out=out[:, :, :6])
-    out[:, :, 6] = res.swr
-    return out
+    """sqrt(W) J_j as (E, 2, 6, P)."""
+    return pose_jacobian(res.Xj, intrinsics, dim=1).mul_(res.sw[:, :, None])
 
 
 def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths: torch.Tensor,
@@ -179,8 +168,7 @@ def _add_edge_vectors(v: torch.Tensor, x: torch.Tensor, A: torch.Tensor, ii: tor
 
 
 def _solve_damped(H: torch.Tensor, v: torch.Tensor, lm: float, ep: float) -> torch.Tensor:
-    """Solve (H + lm diag(H) + ep I) x = v in float64; more damping, then a pseudo-inverse, if not positive definite."""
-    H, v = H.double(), v.double()
+    """Solve (H + lm diag(H) + ep I) x = v (float64); more damping, then a pseudo-inverse, if not positive definite."""
     diag = H.diagonal()
     scale = float(diag.abs().mean().clamp_min(1e-12))
     for extra in (0.0, 1e-6 * scale, 1e-4 * scale, 1e-2 * scale):
@@ -218,7 +206,8 @@ def _edge_slots(ii: torch.Tensor, K: int) -> tuple[torch.Tensor, int]:
 
 def _channels_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(E, h, w, 2) -> contiguous (E, 2, h * w)."""
-    return x.to(dtype).reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2).contiguous()
+    E, h, w, c = x.shape
+    return x.to(dtype).reshape(E, h * w, c).transpose(1, 2).contiguous()
 
 
 def gauss_newton_step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike,
@@ -253,9 +242,11 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
             return no_step, (bz / C).reshape(K, h, w)
 
     J = _weighted_pose_jacobian(res, intr)
-    Jf = J.view(E * 2, 7, P)
-    Maug = (Jf @ Jf.transpose(1, 2)).view(E, 2, 7, 7).sum(1)
-    M, g = Maug[:, :6, :6], Maug[:, :6, 6]  # per-edge sum J_j^T W J_j and sum J_j^T W r
+    Jf = J.view(E * 2, 6, P)
+    M = (Jf @ Jf.transpose(1, 2)).view(E, 2, 6, 6).sum(1)  # per-edge sum J_j^T W J_j
+    g = (res.swr.reshape(E * 2, 1, P) @ Jf.transpose(1, 2)).view(E, 2, 6).sum(1)  # per-edge sum J_j^T W r
+    # The reduced system is accumulated in float64 from the float32 per-edge sums.
+    M, g = M.double(), g.double()
     H = M.new_zeros(K, K, 6, 6)
     v = g.new_zeros(K, 6)
     edges = torch.arange(E, device=ii.device)
@@ -271,30 +262,25 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
     q = C.rsqrt()
     qJd = res.swJd * q[ii][:, None]
     slot, m = _edge_slots(ii, K)
-    # Row 6m of each frame holds q * bz so the same matmul also yields sum_e G_e (q bz).
-    Gk = J.new_empty(K, m * 6 + 1, P)
-    G = Gk[:, : m * 6].view(K, m, 6, P)
-    used = torch.zeros(K * m, dtype=torch.bool, device=ii.device).index_fill_(0, slot, True).view(K, m)
-    G[~used] = 0
-    G[ii, slot - ii * m] = torch.addcmul(J[:, 0, :6] * qJd[:, 0, None], J[:, 1, :6], qJd[:, 1, None])
+    F = torch.mul(J[:, 0], qJd[:, 0, None]).addcmul_(J[:, 1], qJd[:, 1, None])
+    unused = torch.ones(K * m, dtype=torch.bool, device=ii.device).index_fill_(0, slot, False)
+    G = J.new_empty(K * m, 6, P).index_fill_(0, torch.nonzero(unused)[:, 0], 0).index_copy_(0, slot, F)
+    Gk = G.view(K, m * 6, P)
     qb = q * bz
-    Gk[:, m * 6] = qb
-    gram_aug = Gk @ Gk.transpose(1, 2)
-    gram = gram_aug[:, : m * 6, : m * 6].reshape(K, m, 6, m, 6).transpose(2, 3).reshape(K * m * m, 6, 6)
+    gram = (Gk @ Gk.transpose(1, 2)).view(K, m, 6, m, 6).transpose(2, 3).reshape(K * m * m, 6, 6)
     slot_edge = torch.full((K * m,), -1, dtype=torch.long, device=ii.device).index_copy_(0, slot, edges)
     pe = slot_edge.view(K, m, 1).expand(K, m, m).reshape(-1)
     pf = slot_edge.view(K, 1, m).expand(K, m, m).reshape(-1)
     pair = (pe >= 0) & (pf >= 0)
-    _add_pair_blocks(H, torch.cat([M, -gram[pair]]), torch.cat([edges, pe[pair]]), torch.cat([edges, pf[pair]]),
-                     res.A, ii, jj)
-    u = gram_aug[:, : m * 6, m * 6].reshape(K * m, 6)[slot]
+    _add_pair_blocks(H, torch.cat([M, -gram[pair].double()]), torch.cat([edges, pe[pair]]),
+                     torch.cat([edges, pf[pair]]), res.A, ii, jj)
+    u = (qb[:, None] @ Gk.transpose(1, 2)).view(K * m, 6)[slot].double()
     _add_edge_vectors(v, g - u, res.A, ii, jj)
     dx = _solve_poses(H, v, fixed, options)
 
-    dxr = dx.to(G.dtype)
-    delta = dxr[jj] - (res.A @ dxr[ii][..., None])[..., 0]
+    delta = (dx[jj] - (res.A @ dx[ii][..., None])[..., 0]).to(G.dtype)
     delta_slots = G.new_zeros(K * m, 6).index_copy_(0, slot, delta).view(K, 1, m * 6)
-    dz = q * (qb - (delta_slots @ Gk[:, : m * 6])[:, 0])
+    dz = q * (qb - (delta_slots @ Gk)[:, 0])
     return dx, dz.reshape(K, h, w)
 
 
@@ -313,6 +299,18 @@ def _eta_map(eta: float | torch.Tensor | None, default: float, K: int, h: int, w
     if eta.dim() == 1:
         eta = eta[:, None, None]
     return eta.expand(K, h, w)
+
+
+def _unit_scale(invdepths: torch.Tensor, prior_invdepth: torch.Tensor, prior_conf: torch.Tensor,
+                ii: torch.Tensor) -> float:
+    """The normalised depth unit: mean prior inverse depth of the observed frames when there are priors (so the
+    unit, and with it the prior's weight, does not depend on the current estimate), else mean inverse depth."""
+    src = torch.unique(ii) if ii.numel() else torch.arange(invdepths.shape[0], device=invdepths.device)
+    prior = prior_invdepth[src][(prior_conf[src] > 0) & (prior_invdepth[src] > 0)]
+    if prior.numel():
+        return float(prior.mean())
+    current = invdepths[src][invdepths[src] > 0]
+    return float(current.mean()) if current.numel() else 1.0
 
 
 def _check_shapes(poses_cw: torch.Tensor, invdepths: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor,
@@ -348,12 +346,7 @@ def dense_ba(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrin
     elif prior_conf is None:
         prior_conf = (prior_invdepth > 0).to(invdepths.dtype)
 
-    scale = 1.0
-    if opts.normalise and ii.numel():
-        src = invdepths[torch.unique(ii)]
-        positive = src > 0
-        if bool(positive.any()):
-            scale = float(src[positive].mean())
+    scale = _unit_scale(invdepths, prior_invdepth, prior_conf, ii) if opts.normalise else 1.0
     poses = poses_cw.clone()
     poses[:, :3, 3] *= scale
     d = invdepths / scale

@@ -3,9 +3,9 @@
 Parameter names follow the Metric3D checkpoints ('downsample_layers.i', 'stages.i.j'); there is no
 classification head and no final norm. Stochastic depth is a training-only regulariser and is omitted.
 
-Layout: every block permutes to (B, H, W, C) for its LayerNorm and pointwise linears. Feeding the network a
-channels_last tensor makes those permutes free (no copies) and lets oneDNN run the strided and depthwise
-convolutions in their native layout; the features come out channels_last and the values are unchanged.
+Layout: every norm and block works on a (B, H, W, C) view for its LayerNorm and pointwise linears. On a
+channels_last input those permutes are free (no copies) and every feature comes out channels_last; the values do
+not depend on the memory format.
 """
 from __future__ import annotations
 

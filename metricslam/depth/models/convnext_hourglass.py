@@ -31,15 +31,17 @@ class ConvNextHourglass(nn.Module):
     'prediction' (B,1,H,W) canonical depth, 'confidence' (B,1,H,W), 'prediction_lowres' and
     'confidence_lowres' (B,1,H/4,W/4).
 
-    The input is run in channels_last memory format, which oneDNN executes fastest on CPU (see convnext.py);
-    the outputs have the usual strides for their single channel.
+    The input is converted to channels_last memory format once, so that no layer copies between layouts
+    (see convnext.py); outputs with one channel have the same strides in either format.
     """
 
     def __init__(self, variant: str):
         super().__init__()
         layout = _LAYOUTS.get(variant)
         if layout is None:
-            raise MetricSlamError(f"'{variant}' is not a ConvNeXt Metric3D variant; choose one of {', '.join(_LAYOUTS)}")
+            raise MetricSlamError(
+                f"'{variant}' is not a ConvNeXt Metric3D variant; choose one of {', '.join(_LAYOUTS)}"
+            )
         self.encoder = build_convnext(layout.encoder)
         self.decoder = HourglassDecoder(self.encoder.dims, layout.decoder_channels)
 

@@ -106,7 +106,6 @@ class DinoVisionTransformer(nn.Module):
         pretrain_size: int = 518,
     ):
         super().__init__()
-        self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.num_register_tokens = num_register_tokens
         self.pretrain_grid = pretrain_size // patch_size

@@ -7,7 +7,7 @@ Pipeline (all at 1/4 of the input unless said otherwise):
   4. ``conv_up_2``: a residual from [depth, pixel grid, features], computed at 1/4, upsampled x4 (nearest)
      and refined at full resolution; prediction = nearest x4 depth + 0.1 * residual. Confidence is the raw
      (unsquashed) confidence channel upsampled x4 (nearest). No clamping, as upstream.
-Parameter names follow the Metric3D checkpoints.
+Parameter names follow the Metric3D checkpoints. In eval mode every BatchNorm is folded into the conv before it.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from metricslam.geometry.projective import pixel_grid
 
 NUM_BINS = 512
 DEPTH_RANGE = (0.3, 150.0)  # canonical metres covered by the bins
@@ -39,14 +41,6 @@ def depth_bins(
 
 def upsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=factor, mode="nearest")
-
-
-def pixel_grid(batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """(batch, 2, height, width) pixel coordinates (x, y) of the grid, in its own pixel units."""
-    ys = torch.arange(height, device=like.device, dtype=like.dtype)
-    xs = torch.arange(width, device=like.device, dtype=like.dtype)
-    grid = torch.stack((xs.expand(height, width), ys[:, None].expand(height, width)))
-    return grid.expand(batch, 2, height, width)
 
 
 class ConvBlock(nn.Module):
@@ -96,6 +90,41 @@ class DecoderFeature(nn.Module):
         return self.upconv_1_1(torch.cat((upsample_nearest(self.upconv_1_0(x), 2), f4), 1))
 
 
+def conv_bn(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """bn(conv(x)). At inference the affine normalisation is folded into the conv's weights and bias, which
+    saves a full pass over the (often large) output; the result is the same up to float rounding."""
+    if bn.training:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out, kh, kw)
+        weight = conv.weight * scale[:, None, None]
+        return F.conv_transpose2d(
+            x, weight, shift, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
+        )
+    weight = conv.weight * scale[:, None, None, None]
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class FoldedSequential(nn.Sequential):
+    """nn.Sequential whose Conv + BatchNorm pairs run through ``conv_bn``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer, following = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(following, nn.BatchNorm2d):
+                x = conv_bn(layer, following, x)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+
+
 class ConvBnReLU(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
@@ -103,7 +132,7 @@ class ConvBnReLU(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
+        return F.relu(conv_bn(self.conv, self.bn, x), inplace=True)
 
 
 def _down(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -111,7 +140,7 @@ def _down(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def _up(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
+    return FoldedSequential(
         nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
@@ -166,14 +195,14 @@ class HourglassDecoder(nn.Module):
         self.num_bins = num_bins
         self.decoder_mono = DecoderFeature(in_channels, decoder_channels)
         self.conv_out_2 = UNet(decoder_channels[1], FEATURE_CHANNELS + 1)
-        self.depth_regressor_2 = nn.Sequential(
+        self.depth_regressor_2 = FoldedSequential(
             nn.Conv2d(FEATURE_CHANNELS, num_bins, 3, padding=1),
             nn.BatchNorm2d(num_bins),
             nn.ReLU(inplace=True),
             nn.Conv2d(num_bins, num_bins, 1),
         )
         r = RESIDUAL_CHANNELS
-        self.conv_up_2 = nn.Sequential(
+        self.conv_up_2 = FoldedSequential(
             nn.Conv2d(1 + 2 + FEATURE_CHANNELS, r, 3, padding=1),
             nn.BatchNorm2d(r),
             nn.ReLU(),
@@ -197,7 +226,9 @@ class HourglassDecoder(nn.Module):
         depth_features, confidence = head[:, :-1], head[:, -1:]
         depth = self.expected_depth(depth_features)
         b, _, h, w = depth.shape
-        residual = self.conv_up_2(torch.cat((depth, pixel_grid(b, h, w, depth), depth_features), 1))
+        # Pixel coordinates (x, y) of the 1/4 grid, in its own pixel units, as upstream.
+        grid = pixel_grid(h, w, device=depth.device, dtype=depth.dtype).permute(2, 0, 1).expand(b, 2, h, w)
+        residual = self.conv_up_2(torch.cat((depth, grid, depth_features), 1))
         return {
             "prediction": upsample_nearest(depth, 4) + RESIDUAL_WEIGHT * residual,
             "confidence": upsample_nearest(confidence, 4),

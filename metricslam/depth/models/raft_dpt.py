@@ -198,10 +198,10 @@ class ConvGRU(nn.Module):
         self.convr = conv3x3(hidden_dim + input_dim, hidden_dim)
         self.convq = conv3x3(hidden_dim + input_dim, hidden_dim)
 
-    def forward(self, h: torch.Tensor, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, context: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """``context``: the precomputed (B,3C,H,W) context terms for z, r, q in that channel order."""
         c = h.shape[1]
-        hx = torch.cat((h, x), dim=1)
+        hx = torch.cat((h, *inputs), dim=1)
         # z and r read the same input: one convolution with stacked weights.
         zr = F.conv2d(
             hx,
@@ -210,7 +210,7 @@ class ConvGRU(nn.Module):
             padding=1,
         )
         z, r = torch.sigmoid(zr + context[:, : 2 * c]).split(c, dim=1)
-        q = torch.tanh(self.convq(torch.cat((r * h, x), dim=1)) + context[:, 2 * c :])
+        q = torch.tanh(self.convq(torch.cat((r * h, *inputs), dim=1)) + context[:, 2 * c :])
         return (1 - z) * h + z * q
 
 
@@ -252,17 +252,21 @@ class BasicMultiUpdateBlock(nn.Module):
 
     def forward(
         self, net: list[torch.Tensor], ctx: list[torch.Tensor], state: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One refinement iteration with the slow-fast schedule (coarse GRUs run 3x / 2x per step).
-        Returns the new hidden states, the upsampling mask logits and the state increment."""
+        Returns the new hidden states and the state increment."""
         h4, h7, h14 = net
         fine_pooled = interp_like(pool2x(h4), h7)  # h4 is constant until the last sub-step
         h14 = self.gru32(h14, ctx[2], pool2x(h7))
         for _ in range(2):
             h14 = self.gru32(h14, ctx[2], pool2x(h7))
-            h7 = self.gru16(h7, ctx[1], torch.cat((fine_pooled, interp_like(h14, h7)), dim=1))
-        h4 = self.gru08(h4, ctx[0], torch.cat((state, interp_like(h7, h4)), dim=1))
-        return [h4, h7, h14], 0.25 * self.mask(h4), self.flow_head(h4)
+            h7 = self.gru16(h7, ctx[1], fine_pooled, interp_like(h14, h7))
+        h4 = self.gru08(h4, ctx[0], state, interp_like(h7, h4))
+        return [h4, h7, h14], self.flow_head(h4)
+
+    def upsample_mask(self, h4: torch.Tensor) -> torch.Tensor:
+        """Convex-upsampling logits from the finest hidden state (scaled by 1/4 as trained)."""
+        return 0.25 * self.mask(h4)
 
 
 def convex_upsample(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -288,7 +292,6 @@ class RAFTDepthNormalDPT5(nn.Module):
         num_bins: int = 256,
     ):
         super().__init__()
-        self.embed_dim = embed_dim
         self.iters = iters
         self.num_register_tokens = num_register_tokens
         self.min_depth, self.max_depth = depth_range
@@ -311,6 +314,9 @@ class RAFTDepthNormalDPT5(nn.Module):
         self.context_feature_encoder = ContextFeatureEncoder(feature_channels[:3], hidden_dim)
         self.context_zqr_convs = nn.ModuleList(conv3x3(hidden_dim, 3 * hidden_dim) for _ in range(3))
         self.update_block = BasicMultiUpdateBlock(hidden_dim)
+        # NHWC end to end (the readout already yields NHWC strides): oneDNN convolutions then need no layout
+        # reorders on CPU. Loading a checkpoint copies into these tensors and keeps the layout.
+        self.to(memory_format=torch.channels_last)
 
     def depth_bins(self, device: torch.device) -> torch.Tensor:
         """Log-spaced bin centres (metres in the canonical camera); made on the fly, never saved."""
@@ -319,7 +325,8 @@ class RAFTDepthNormalDPT5(nn.Module):
 
     def regress_depth(self, feature: torch.Tensor) -> torch.Tensor:
         prob = self.depth_regressor(feature).softmax(dim=1)
-        depth = torch.einsum("bkhw,k->bhw", prob, self.depth_bins(feature.device)).unsqueeze(1)
+        # expectation over the bins; with NHWC memory the bin axis is innermost, so this is a plain GEMV
+        depth = torch.matmul(prob.permute(0, 2, 3, 1), self.depth_bins(feature.device)).unsqueeze(1)
         return (depth.clamp(self.min_depth, self.max_depth) - self.max_depth) / REGRESS_SCALE
 
     def decode_state(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -343,26 +350,29 @@ class RAFTDepthNormalDPT5(nn.Module):
         feature, depth_conf, normal_conf = ref[:, :-2], ref[:, -2:-1], ref[:, -1:]
         normal = normalize_normal(torch.cat((self.normal_predictor(feature), normal_conf), dim=1))
         state = torch.cat((self.regress_depth(feature), depth_conf, normal), dim=1)
+        state = state.contiguous(memory_format=torch.channels_last)
 
         levels = self.context_feature_encoder(f4, f7, f14b)
         net = [torch.tanh(hid) for hid, _ in levels]
         ctx = [conv(F.relu(c)) for conv, (_, c) in zip(self.context_zqr_convs, levels)]
 
-        depths, confs, normals = [], [], []
+        lists: tuple[list[torch.Tensor], ...] = ([], [], [])  # depth, confidence, normal per emitted step
+
+        def emit(full_res_state: torch.Tensor) -> None:
+            for lst, value in zip(lists, self.decode_state(full_res_state)):
+                lst.append(value)
+
         out: dict[str, torch.Tensor | list[torch.Tensor]] = {}
-        if self.training:
-            low = self.decode_state(state)
-            out["low_resolution_init"] = list(low)
-            up = F.interpolate(state, scale_factor=UPSAMPLE, mode="bilinear", align_corners=True)
-            for lst, v in zip((depths, confs, normals), self.decode_state(up)):
-                lst.append(v)
+        if self.training:  # the sequence loss also supervises the initial estimate
+            out["low_resolution_init"] = list(self.decode_state(state))
+            emit(F.interpolate(state, scale_factor=UPSAMPLE, mode="bilinear", align_corners=True))
         for i in range(self.iters):
-            net, mask, delta = self.update_block(net, ctx, state)
+            net, delta = self.update_block(net, ctx, state)
             state = state + delta
-            # Intermediate iterations only feed the training loss; inference skips their upsampling.
+            # Intermediate iterations only feed the training loss; inference skips their mask and upsampling.
             if self.training or i == self.iters - 1:
-                for lst, v in zip((depths, confs, normals), self.decode_state(convex_upsample(state, mask))):
-                    lst.append(v)
+                emit(convex_upsample(state, self.update_block.upsample_mask(net[0])))
+        depths, confs, normals = lists
         out.update(
             prediction=depths[-1],
             confidence=confs[-1],

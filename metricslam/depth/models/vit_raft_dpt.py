@@ -10,6 +10,10 @@ from metricslam.depth.models.dinov2 import DinoVisionTransformer, FfnKind
 from metricslam.depth.models.raft_dpt import RAFTDepthNormalDPT5
 from metricslam.errors import MetricSlamError
 
+# Input sides that are multiples of this come back at the input size: 14-pixel patches, then x3.5 and x4 to the
+# output. Other multiples of 14 give outputs a few pixels short (upstream behaviour, kept).
+SIZE_MULTIPLE = 28
+
 
 @dataclass(frozen=True)
 class VitRaftConfig:
@@ -38,8 +42,8 @@ class DinoRaftDPT(nn.Module):
     depth, clamped to the bin range), ``confidence`` (B,1,H,W), ``prediction_normal`` (B,4,H,W: unit
     normal xyz + kappa) and the per-iteration lists ``predictions_list``, ``confidence_list``,
     ``normal_out_list`` (in training mode also the upsampled initial estimate first, and
-    ``low_resolution_init``). Sides that are multiples of 28 (e.g. 616x1064) give outputs of the input size;
-    other sizes are first stretched up to multiples of 14, as upstream does, and the outputs follow its grid."""
+    ``low_resolution_init``). Sides that are multiples of SIZE_MULTIPLE (e.g. 616x1064) give outputs of the input
+    size; other sizes are first stretched up to multiples of 14, as upstream does, and the outputs follow its grid."""
 
     def __init__(self, variant: str):
         super().__init__()

@@ -50,7 +50,8 @@ class Lighting:
     sky_zenith: tuple[float, float, float] = (0.38, 0.56, 0.86)
 
 
-# Columns of Scene.surface, one row per triangle: everything shading needs, so a hit costs one row gather.
+# Rows of Scene.surface, one column per triangle: everything shading needs. Stored attribute-major so that
+# gathering the hit triangles yields one contiguous array per attribute.
 # u, v (metres) are affine in the hit point: u = dot(U_AXIS, p) + U0, in the plane of the face, oriented by the
 # object's own frame (boxes are axis-aligned there) and shifted by a random per-object offset.
 NORMAL, U_AXIS, U0, V_AXIS, V0 = slice(0, 3), slice(3, 6), 6, slice(7, 10), 10
@@ -66,7 +67,7 @@ class Scene:
 
     name: str
     raycaster: o3d.t.geometry.RaycastingScene
-    surface: np.ndarray  # (T, SURFACE_COLUMNS) float32, see the column constants above
+    surface: np.ndarray  # (SURFACE_COLUMNS, T) float32, see the row constants above
     noise: NoiseTile
     lighting: Lighting
     fps: float
@@ -76,7 +77,7 @@ class Scene:
 
     @property
     def num_triangles(self) -> int:
-        return len(self.surface)
+        return self.surface.shape[1]
 
 
 class SceneBuilder:
@@ -177,7 +178,7 @@ class SceneBuilder:
         table[:, PATTERN] = np.array([PATTERNS.index(m.pattern) for m in mats])[obj]
         table[:, COLOUR_A] = np.array([m.colour_a for m in mats])[obj]
         table[:, COLOUR_B] = np.array([m.colour_b for m in mats])[obj]
-        return table.astype(np.float32)
+        return np.ascontiguousarray(table.T, dtype=np.float32)
 
     def build(self, name: str, lighting: Lighting, fps: float, depth_scale: float,
               max_depth: float = np.inf, **extras: object) -> Scene:

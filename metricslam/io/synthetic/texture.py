@@ -1,6 +1,7 @@
-"""Procedural solid textures: a mip-mapped periodic noise tile and box-filtered periodic patterns.
+"""Procedural textures: a mip-mapped periodic noise tile and box-filtered periodic patterns.
 
-Everything is evaluated per hit point on flat arrays. Anti-aliasing follows the pixel footprint on the surface
+They are evaluated per 3D hit point, at its coordinates (u, v) in the plane of the hit face (axes taken from the
+object's own frame), on flat arrays. Anti-aliasing follows the pixel footprint on the surface
 (metres per pixel): noise picks its mip level from it, patterns are integrated over it, so texture does not
 shimmer at distance and optical flow sees stable detail at every range.
 """
@@ -37,44 +38,42 @@ class NoiseTile:
             t = levels[-1]
             levels.append(t.reshape(t.shape[0] // 2, 2, t.shape[1] // 2, 2).mean(axis=(1, 3)))
         self.num_levels = len(levels)
+        self.size = size
         # Each level gets a one-texel wrap-around border so bilinear lookups stay seamless across the period.
+        # Levels sit side by side: level l (size / 2**l texels) starts at x = size * (2 - 2**(1 - l)) + 2 l.
         padded = [cv2.copyMakeBorder(lv, 1, 1, 1, 1, cv2.BORDER_WRAP) for lv in levels]
-        x0 = np.concatenate([[0], np.cumsum([p.shape[1] for p in padded])[:-1]])
-        self.atlas = np.zeros((size + 2, sum(p.shape[1] for p in padded)), np.float32)
-        for p, x in zip(padded, x0):
-            self.atlas[: p.shape[0], x : x + p.shape[1]] = p
-        self._sizes = np.array([lv.shape[0] for lv in levels], np.float32)
-        self._scales = np.exp2(-np.arange(self.num_levels)).astype(np.float32)
-        self._x_starts = (x0 + 1).astype(np.float32)
+        self.atlas = np.concatenate(
+            [np.pad(p, ((0, size + 2 - p.shape[0]), (0, 0))) for p in padded], axis=1
+        ).astype(np.float32)
 
-    def _lookup(self, u: np.ndarray, v: np.ndarray, level: np.ndarray) -> np.ndarray:
+    def _lookup(self, u: np.ndarray, v: np.ndarray, k: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Bilinear lookup at (u, v) * k level-0 texels in mip ``level`` (float array of whole numbers)."""
         n = len(u)
         rows = -(-n // _ROW)
-        mx = np.zeros(rows * _ROW, np.float32)
-        my = np.zeros(rows * _ROW, np.float32)
-        # Texel centres of level l sit at (i + 0.5) * 2**l - 0.5 in level-0 texel units; x0 skips the border.
-        env = {"s": self._scales[level], "n": self._sizes[level], "x0": self._x_starts[level],
-               "h": np.float32(0.5), "one": np.float32(1.0)}
-        for out, coord, start in ((mx, u, "x0"), (my, v, "one")):
-            env["c"] = coord
-            ne.evaluate(f"((c + h) * s - h) - floor(((c + h) * s - h) / n) * n + {start}", local_dict=env,
-                        out=out[:n])
-        out = cv2.remap(self.atlas, mx.reshape(rows, _ROW), my.reshape(rows, _ROW), cv2.INTER_LINEAR)
+        maps = np.zeros((2, rows * _ROW), np.float32)
+        env = {"u": u, "v": v, "k": k, "l": level, "n0": np.float32(self.size), "ln2": np.float32(np.log(2.0)),
+               "h": np.float32(0.5), "one": np.float32(1.0), "two": np.float32(2.0)}
+        env["s"] = ne.evaluate("exp(-l * ln2)", local_dict=env)  # texels of level l per level-0 texel
+        # Texel centres of level l sit at (i + 0.5) * 2**l - 0.5 in level-0 texel units; wrap by the level size.
+        for out, coord, start in ((maps[0], "u", "n0 * (two - two * s) + two * l + one"), (maps[1], "v", "one")):
+            pos = f"(({coord} * k + h) * s - h)"
+            ne.evaluate(f"{pos} - floor({pos} / (n0 * s)) * (n0 * s) + {start}", local_dict=env, out=out[:n])
+        out = cv2.remap(self.atlas, maps[0].reshape(rows, _ROW), maps[1].reshape(rows, _ROW), cv2.INTER_LINEAR)
         return out.reshape(-1)[:n]
 
-    def sample(self, u: np.ndarray, v: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-        """Noise at (u, v) in level-0 texels, filtered over ``footprint`` texels (trilinear mip-mapping)."""
+    def sample(self, u: np.ndarray, v: np.ndarray, footprint: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Noise at surface coordinates (u, v) with ``k`` level-0 texels per unit, filtered over a pixel of
+        ``footprint`` units (trilinear mip-mapping: the level whose texels match the footprint)."""
         if len(u) == 0:
             return np.zeros(0, np.float32)
-        env = {"f": footprint, "top": np.float32(self.num_levels - 1), "one": np.float32(1.0),
-               "inv_ln2": np.float32(1 / np.log(2))}
-        level = ne.evaluate("where(f > one, log(f) * inv_ln2, 0 * f)", local_dict=env)
-        level = np.minimum(level, env["top"])
-        l0 = np.minimum(level.astype(np.int64), self.num_levels - 2)
-        a = self._lookup(u, v, l0)
-        b = self._lookup(u, v, l0 + 1)
-        return ne.evaluate("a + (b - a) * (level - l0)", local_dict={"a": a, "b": b, "level": level,
-                                                                     "l0": l0.astype(np.float32)})
+        env = {"f": footprint, "k": k, "top": np.float32(self.num_levels - 1), "one": np.float32(1.0),
+               "zero": np.float32(0.0), "inv_ln2": np.float32(1 / np.log(2.0)), "last": np.float32(self.num_levels - 2)}
+        env["lev"] = ne.evaluate("where(f * k > one, log(f * k) * inv_ln2, zero)", local_dict=env)
+        env["lev"] = level = ne.evaluate("where(lev > top, top, lev)", local_dict=env)
+        l0 = ne.evaluate("where(floor(lev) > last, last, floor(lev))", local_dict=env)
+        a = self._lookup(u, v, k, l0)
+        b = self._lookup(u, v, k, l0 + np.float32(1))
+        return ne.evaluate("a + (b - a) * (lev - l0)", local_dict={"a": a, "b": b, "lev": level, "l0": l0})
 
 
 def filtered_pulse(x: np.ndarray, width: np.ndarray, duty: float) -> np.ndarray:

@@ -44,7 +44,8 @@ class DenseFlow:
             raise ValueError(f"unknown DIS preset '{preset}'; use one of {', '.join(PRESETS)}")
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
         self._dis_init = cv2.DISOpticalFlow_create(PRESETS[preset])
-        self._dis_init.setUseInitialFlow(True)
+        if hasattr(self._dis_init, "setUseInitialFlow"):  # OpenCV 4; OpenCV 5 uses a given flow as the start
+            self._dis_init.setUseInitialFlow(True)
 
     def __call__(self, img0: np.ndarray, img1: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
         """Flow (H, W, 2) float32 from grey img0 to grey img1, optionally starting from ``init``."""
@@ -73,34 +74,51 @@ class ClassicalCorrespondence:
         self.flow = DenseFlow(self.config.preset)
         self.filter_flow = DenseFlow(self.config.filter_preset)
 
-    def edge(
-        self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (h, w, 2) in grid units of frame j and confidences (h, w, 2) for grid pixels of frame i.
-
-        ``init_ij`` / ``init_ji`` are optional full-resolution initial flows (e.g. predicted by reprojection),
-        which let DIS handle baselines larger than its search range.
-        """
+    def _confidence(self, grey_i: np.ndarray, grey_j: np.ndarray, fw: np.ndarray) -> np.ndarray:
+        """Per-pixel confidence (H, W) of flow fw (i -> j) from photometric agreement and image bounds."""
         H, W = grey_i.shape
-        fw = self.flow(grey_i, grey_j, init_ij)
-        bw = self.flow(grey_j, grey_i, init_ji)
         ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-        base = np.stack([xs, ys], axis=-1)
-        tgt = base + fw
-        # Forward-backward: following bw from the target must come back to the start.
-        fb = fw + _warp(bw, tgt)
+        tgt = np.stack([xs, ys], axis=-1) + fw
         photo = np.abs(grey_i.astype(np.float32) - _warp(grey_j.astype(np.float32), tgt))
         b = self.config.border
         inside = (tgt[..., 0] >= b) & (tgt[..., 0] <= W - 1 - b) & (tgt[..., 1] >= b) & (tgt[..., 1] <= H - 1 - b)
-        conf_photo = 1.0 / (1.0 + (photo / self.config.photo_sigma) ** 2)
-        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * (conf_photo * inside)[..., None]
+        return inside / (1.0 + (photo / self.config.photo_sigma) ** 2)
+
+    def _grid_targets(self, fw: np.ndarray) -> np.ndarray:
+        """Block-averaged flow as target coordinates of the grid pixels (grid units)."""
         s = self.stride
         flow_grid = block_mean(fw, s)
         h, w = flow_grid.shape[:2]
         grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
-        targets = grid + flow_grid / s
-        return targets.astype(np.float32), block_mean(conf, s).astype(np.float32)
+        return (grid + flow_grid / s).astype(np.float32)
 
-    def motion(self, grey_kf: np.ndarray, grey_frame: np.ndarray) -> np.ndarray:
-        """Flow from a keyframe to a frame on the grid (h, w, 2), in processing pixels (for the motion filter)."""
-        return block_mean(self.filter_flow(grey_kf, grey_frame), self.stride).astype(np.float32)
+    def _targets(self, grey_i: np.ndarray, grey_j: np.ndarray, fw: np.ndarray, bw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid targets and confidences of i -> j from the forward flow fw (i -> j) and backward flow bw."""
+        H, W = grey_i.shape
+        ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+        # Forward-backward: following bw from the target must come back to the start.
+        fb = fw + _warp(bw, np.stack([xs, ys], axis=-1) + fw)
+        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * self._confidence(grey_i, grey_j, fw)[..., None]
+        return self._grid_targets(fw), block_mean(conf, self.stride).astype(np.float32)
+
+    def pair(
+        self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Targets (h, w, 2) in grid units and confidences (h, w, 2) for both edges i -> j and j -> i.
+
+        ``init_ij`` / ``init_ji`` are optional full-resolution initial flows (e.g. predicted by reprojection),
+        which let DIS handle baselines larger than its search range.
+        """
+        fw = self.flow(grey_i, grey_j, init_ij)
+        bw = self.flow(grey_j, grey_i, init_ji)
+        t_ij, w_ij = self._targets(grey_i, grey_j, fw, bw)
+        t_ji, w_ji = self._targets(grey_j, grey_i, bw, fw)
+        return t_ij, w_ij, t_ji, w_ji
+
+    def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Correspondences keyframe -> frame for tracking: targets (h, w, 2), weights (h, w, 2) and the mean
+        flow magnitude in grid pixels (the motion filter's measure). One fast flow, no backward check."""
+        fw = self.filter_flow(grey_kf, grey_frame)
+        conf = block_mean(self._confidence(grey_kf, grey_frame, fw), self.stride).astype(np.float32)
+        mean_flow = float(np.linalg.norm(block_mean(fw, self.stride), axis=-1).mean()) / self.stride
+        return self._grid_targets(fw), np.repeat(conf[..., None], 2, axis=-1), mean_flow

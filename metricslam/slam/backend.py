@@ -1,0 +1,74 @@
+"""Back-end: global BA over all keyframes with temporal and proximity edges (the latter close loops)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from metricslam.slam.ba import BAOptions
+from metricslam.slam.config import BackendConfig
+from metricslam.slam.frontend import optimise
+from metricslam.slam.graph import EdgeCache, pair_distance
+from metricslam.slam.video import KeyframeStore
+
+
+def proximity_pairs(
+    store: KeyframeStore, intrinsics: torch.Tensor, first: int, radius: int, thresh: float, nms: int, per_keyframe: int,
+    chunk: int = 4096,
+) -> list[tuple[int, int]]:
+    """Non-temporal pairs (i < j, j - i > radius, j >= first) closer than ``thresh``, greedily by distance with
+    non-maximum suppression: a chosen pair suppresses pairs within ``nms`` keyframes of both its ends."""
+    K = len(store)
+    cand = [(i, j) for j in range(max(first, radius + 1), K) for i in range(0, j - radius)]
+    if not cand:
+        return []
+    dist = torch.cat([
+        pair_distance(store, intrinsics, [c[0] for c in cand[s : s + chunk]], [c[1] for c in cand[s : s + chunk]])
+        for s in range(0, len(cand), chunk)
+    ])
+    order = torch.argsort(dist).tolist()
+    chosen: list[tuple[int, int]] = []
+    count = [0] * K
+    for o in order:
+        if float(dist[o]) >= thresh:
+            break
+        i, j = cand[o]
+        if count[i] >= per_keyframe or count[j] >= per_keyframe:
+            continue
+        if any(abs(i - a) <= nms and abs(j - b) <= nms for a, b in chosen):
+            continue
+        chosen.append((i, j))
+        count[i] += 1
+        count[j] += 1
+    return chosen
+
+
+class Backend:
+    def __init__(self, store: KeyframeStore, edges: EdgeCache, config: BackendConfig, ba: BAOptions,
+                 intrinsics: torch.Tensor):
+        self.store = store
+        self.edges = edges
+        self.config = config
+        self.ba = replace(ba, lm=config.lm, ep=config.ep)
+        self.intrinsics = intrinsics
+
+    def run(self, segment_starts: list[int], iters: int, window: int | None = None) -> None:
+        """Global BA (or over the newest ``window`` keyframes, the older ones fixed); first keyframe of each
+        segment fixed (the gauge of each disconnected piece)."""
+        cfg = self.config
+        K = len(self.store)
+        if K < 2:
+            return
+        first = 0 if window is None else max(0, K - window)
+        starts = set(segment_starts)
+        seg = [0] * K
+        for k in range(1, K):
+            seg[k] = seg[k - 1] + (1 if k in starts else 0)
+        pairs = [(i, j) for j in range(first, K) for i in range(max(0, j - cfg.radius), j) if seg[i] == seg[j]]
+        pairs += proximity_pairs(self.store, self.intrinsics, first, cfg.radius, cfg.proximity_thresh, cfg.nms,
+                                 cfg.max_edges_per_keyframe)
+        self.edges.add(self.store, pairs)
+        lo = min([i for i, _ in pairs] + [first])
+        indices = list(range(lo, K))
+        fixed = [k - lo for k in indices if k < first or k in starts or k == 0]
+        optimise(self.store, self.edges, indices, fixed, iters, self.ba, self.intrinsics)

@@ -1,0 +1,73 @@
+"""The SLAM system's configuration: one dataclass per component, nested into SlamConfig.
+
+configs/slam/*.yaml are these dataclasses written out; ``metricslam run --set section.key=value`` overrides.
+Pixel thresholds are in grid pixels (1/stride of the processing resolution), as in DROID-SLAM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metricslam.depth.priors import PriorConfig
+from metricslam.slam.ba import BAOptions
+from metricslam.slam.correspondence.classical import FlowConfig
+
+
+@dataclass
+class TrackingConfig:
+    """Per-frame motion filter and tracking against the last keyframe."""
+
+    filter_thresh: float = 2.4  # mean flow (grid px) to the last keyframe that makes a new keyframe
+    iters: int = 3  # motion-only GN steps per frame
+    min_confident: float = 0.1  # fraction of confident grid pixels below which tracking has failed
+    reinit_after: int = 3  # consecutive failures before re-initialising on a trackable frame
+
+
+@dataclass
+class FrontendConfig:
+    window: int = 10  # keyframes optimised after each new keyframe
+    radius: int = 2  # temporal edges to the previous `radius` keyframes (both directions)
+    proximity_thresh: float = 12.0  # extra edges inside the window between keyframes closer than this (grid px)
+    iters: int = 4  # GN steps per new keyframe
+    warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
+    warmup_iters: int = 8
+    keyframe_thresh: float = 3.0  # a keyframe closer than this (grid px) to its predecessor is removed
+    lm: float = 1e-4
+    ep: float = 0.1
+
+
+@dataclass
+class BackendConfig:
+    enabled: bool = True
+    every: int = 20  # global BA after this many new keyframes (and always at the end)
+    radius: int = 2
+    proximity_thresh: float = 16.0  # loop/proximity edges between keyframes closer than this (grid px)
+    nms: int = 2  # suppress proximity edges within this many keyframes of a chosen one
+    max_edges_per_keyframe: int = 6
+    iters: int = 6  # GN steps per periodic run
+    final_iters: int = 12  # GN steps at the end
+    lm: float = 1e-5
+    ep: float = 1e-2
+
+
+@dataclass
+class FillerConfig:
+    iters: int = 3  # motion-only GN steps per frame against its keyframe at the end
+    chunk: int = 256  # frames solved together
+
+
+@dataclass
+class SlamConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    image_area: int = 384 * 512  # processing resolution (pixels; aspect kept, cropped to a multiple of stride)
+    upscale: bool = False  # allow processing above the input resolution
+    stride: int = 8  # BA grid = processing resolution / stride
+    correspondence: str = "classical"  # classical | droid
+    droid_weights: str | None = None  # droid.pth path or registry name for correspondence=droid
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    filler: FillerConfig = field(default_factory=FillerConfig)
+    ba: BAOptions = field(default_factory=BAOptions)
+    prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves

@@ -1,0 +1,90 @@
+"""Front-end: add keyframes, connect them to their neighbours, optimise a sliding window, drop redundant ones."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from metricslam.slam.ba import BAOptions, dense_ba
+from metricslam.slam.config import FrontendConfig
+from metricslam.slam.graph import EdgeCache, pair_distance
+from metricslam.slam.video import KeyframeStore
+
+
+def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor, weights: torch.Tensor) -> None:
+    """BA depth confidence of each keyframe pixel: the best correspondence weight that observes it."""
+    if ii.numel() == 0:
+        return
+    conf = torch.zeros(len(indices), store.h, store.w, dtype=weights.dtype, device=weights.device)
+    conf.index_reduce_(0, ii, weights.mean(-1), "amax", include_self=True)
+    store.conf[indices] = conf.to(store.conf.dtype)
+
+
+def optimise(
+    store: KeyframeStore, edges: EdgeCache, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
+    intrinsics: torch.Tensor,
+) -> None:
+    """Dense BA over keyframes ``indices`` (edges among them); ``fixed`` are positions inside ``indices``."""
+    ii, jj, targets, weights = edges.gather(store, indices)
+    if ii.numel() == 0:
+        return
+    idx = torch.tensor(indices, dtype=torch.long, device=store.device)
+    poses, invdepth = dense_ba(
+        store.poses[idx], store.invdepth[idx], intrinsics, ii, jj, targets, weights,
+        prior_invdepth=store.prior_invdepth[idx], prior_conf=store.prior_conf[idx], fixed=fixed, iters=iters,
+        options=options,
+    )
+    store.poses[idx] = poses
+    store.invdepth[idx] = invdepth.to(store.invdepth.dtype)
+    update_confidence(store, indices, ii, weights)
+
+
+class Frontend:
+    """Keeps the newest keyframes optimised. ``segment_start`` is the first keyframe after the last re-init."""
+
+    def __init__(self, store: KeyframeStore, edges: EdgeCache, config: FrontendConfig, ba: BAOptions,
+                 intrinsics: torch.Tensor):
+        self.store = store
+        self.edges = edges
+        self.config = config
+        self.ba = replace(ba, lm=config.lm, ep=config.ep)
+        self.intrinsics = intrinsics
+        self.segment_start = 0
+        self.added = 0
+
+    def connect(self, k: int) -> None:
+        """Temporal edges from keyframe k to its predecessors and proximity edges inside the window."""
+        cfg = self.config
+        lo = max(self.segment_start, k - cfg.window + 1)
+        pairs = [(i, k) for i in range(max(lo, k - cfg.radius), k)]
+        older = list(range(lo, k - cfg.radius))
+        if older:
+            d = pair_distance(self.store, self.intrinsics, older, [k] * len(older))
+            pairs += [(i, k) for i, di in zip(older, d.tolist()) if di < cfg.proximity_thresh]
+        self.edges.add(self.store, pairs)
+
+    def window(self) -> list[int]:
+        k = len(self.store) - 1
+        return list(range(max(self.segment_start, k - self.config.window + 1), k + 1))
+
+    def step(self) -> None:
+        """Connect and optimise after a new keyframe."""
+        k = len(self.store) - 1
+        self.added += 1
+        self.connect(k)
+        iters = self.config.warmup_iters if self.added <= self.config.warmup else self.config.iters
+        optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
+
+    def redundant(self) -> int | None:
+        """The second-newest keyframe when it is too close to the one before it (DROID's rule), else None."""
+        k = len(self.store) - 1
+        if k - 2 < self.segment_start:
+            return None
+        d = float(pair_distance(self.store, self.intrinsics, [k - 2], [k - 1])[0])
+        return k - 1 if d < self.config.keyframe_thresh else None
+
+    def remove(self, k: int) -> None:
+        """Delete keyframe k with its edges, then restore the temporal edges of the newest keyframe."""
+        self.edges.drop(int(self.store.uid[k]))
+        self.store.remove(k)
+        self.connect(len(self.store) - 1)

@@ -1,0 +1,114 @@
+"""The factor graph's edges: which keyframe pairs are connected, and their cached correspondences.
+
+Correspondences are computed once per pair (both directions from one forward and one backward flow) and cached
+by keyframe uid, so they survive the removal of other keyframes. Flow for a new pair starts from the current
+reprojection, which lets it follow large baselines (proximity and loop edges).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from metricslam.geometry.projective import reproject
+from metricslam.slam.correspondence.classical import ClassicalCorrespondence
+from metricslam.slam.video import KeyframeStore
+
+
+def induced_distance(
+    poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor,
+    step: int = 4,
+) -> torch.Tensor:
+    """Mean flow (grid px) that moving from keyframe ii to jj induces, on every ``step``-th grid pixel.
+
+    Pairs where fewer than half of the points land in front of the camera get +inf.
+    """
+    if ii.numel() == 0:
+        return torch.zeros(0, device=poses_cw.device)
+    sub = invdepths[:, step // 2 :: step, step // 2 :: step]
+    off = step // 2
+    # A sub-grid pixel k sits at grid pixel step * k + off.
+    fx, fy, cx, cy = intrinsics.tolist()
+    intr_sub = torch.tensor([fx / step, fy / step, (cx - off) / step, (cy - off) / step], dtype=intrinsics.dtype)
+    coords, valid = reproject(poses_cw, sub, intr_sub, ii, jj)
+    h, w = sub.shape[1:]
+    grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
+    flow = (coords - grid).norm(dim=-1) * step
+    valid_f = valid.to(flow.dtype)
+    frac = valid_f.mean(dim=(1, 2))
+    mean = (flow * valid_f).sum(dim=(1, 2)) / valid_f.sum(dim=(1, 2)).clamp_min(1)
+    return torch.where(frac >= 0.5, mean, torch.full_like(mean, float("inf")))
+
+
+def pair_distance(store: KeyframeStore, intrinsics: torch.Tensor, i: list[int], j: list[int]) -> torch.Tensor:
+    """Bidirectional induced distance between keyframes i[k] and j[k] (grid px)."""
+    ii = torch.tensor(i + j, dtype=torch.long, device=store.device)
+    jj = torch.tensor(j + i, dtype=torch.long, device=store.device)
+    d = induced_distance(store.poses, store.invdepth, intrinsics, ii, jj)
+    return 0.5 * (d[: len(i)] + d[len(i) :])
+
+
+class EdgeCache:
+    """Targets and weights (h, w, 2) for directed keyframe pairs, keyed by (uid_i, uid_j)."""
+
+    def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int):
+        self.corr = corr
+        self.intrinsics = grid_intrinsics
+        self.stride = stride
+        self.data: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _initial_flows(self, store: KeyframeStore, pairs: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Full-resolution flows predicted by the current poses and depths, for both directions of each pair."""
+        ii = torch.tensor([p[0] for p in pairs] + [p[1] for p in pairs], dtype=torch.long, device=store.device)
+        jj = torch.tensor([p[1] for p in pairs] + [p[0] for p in pairs], dtype=torch.long, device=store.device)
+        coords, valid = reproject(store.poses, store.invdepth, self.intrinsics, ii, jj)
+        h, w = coords.shape[1:3]
+        grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
+        H, W = h * self.stride, w * self.stride
+        flow = torch.where(valid[..., None] & coords.isfinite(), (coords - grid) * self.stride, torch.zeros_like(coords))
+        # DIS indexes with its initial flow: keep it finite and within the image's reach.
+        flow = flow.clamp(-float(max(H, W)), float(max(H, W))).float().cpu().numpy()
+        full = [cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow]
+        n = len(pairs)
+        return [(full[k], full[n + k]) for k in range(n)]
+
+    def add(self, store: KeyframeStore, pairs: list[tuple[int, int]], predict: bool = True) -> None:
+        """Compute correspondences for the pairs (keyframe indices) not cached yet, both directions."""
+        todo = []
+        for i, j in pairs:
+            key = (int(store.uid[i]), int(store.uid[j]))
+            if key not in self.data and key[::-1] not in self.data:
+                todo.append((i, j))
+        if not todo:
+            return
+        inits = self._initial_flows(store, todo) if predict else [(None, None)] * len(todo)
+        for (i, j), (init_ij, init_ji) in zip(todo, inits):
+            t_ij, w_ij, t_ji, w_ji = self.corr.pair(store.grey[i], store.grey[j], init_ij, init_ji)
+            ui, uj = int(store.uid[i]), int(store.uid[j])
+            dev = store.device
+            self.data[(ui, uj)] = (torch.from_numpy(t_ij).to(dev), torch.from_numpy(w_ij).to(dev))
+            self.data[(uj, ui)] = (torch.from_numpy(t_ji).to(dev), torch.from_numpy(w_ji).to(dev))
+
+    def drop(self, uid: int) -> None:
+        for key in [k for k in self.data if uid in k]:
+            del self.data[key]
+
+    def gather(self, store: KeyframeStore, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Edges among ``indices`` as (ii, jj) positions inside ``indices``, targets and weights (E, h, w, 2)."""
+        pos = {int(store.uid[k]): p for p, k in enumerate(indices)}
+        keys = [key for key in self.data if key[0] in pos and key[1] in pos]
+        dev = store.device
+        if not keys:
+            empty = torch.zeros(0, store.h, store.w, 2, device=dev)
+            return torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev), empty, empty
+        ii = torch.tensor([pos[a] for a, _ in keys], dtype=torch.long, device=dev)
+        jj = torch.tensor([pos[b] for _, b in keys], dtype=torch.long, device=dev)
+        targets = torch.stack([self.data[k][0] for k in keys])
+        weights = torch.stack([self.data[k][1] for k in keys])
+        return ii, jj, targets, weights

@@ -1,0 +1,194 @@
+"""``Slam``: the one entry point. Feed frames with ``track``, get a ``Reconstruction`` from ``finish``.
+
+Per frame: bring it to the processing resolution, track it against the last keyframe (flow + motion-only BA),
+and when it has moved far enough make it a keyframe (front-end window BA). The back-end runs a global BA
+periodically and at the end; the filler then gives every frame its final pose.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from metricslam.depth.priors import DepthPrior, make_prior
+from metricslam.device import resolve_device
+from metricslam.geometry import se3
+from metricslam.io.frame import Frame
+from metricslam.slam.backend import Backend
+from metricslam.slam.ba import refine_pose
+from metricslam.slam.config import SlamConfig
+from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
+from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
+from metricslam.slam.frontend import Frontend
+from metricslam.slam.graph import EdgeCache
+from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
+from metricslam.slam.reconstruction import Reconstruction
+from metricslam.slam.video import KeyframeStore
+
+log = logging.getLogger(__name__)
+
+# Below this grey-level standard deviation a frame has too little texture to start a new keyframe on.
+_MIN_TEXTURE_STD = 4.0
+
+
+class Slam:
+    """Metric monocular SLAM with depth priors. ``prior`` overrides the one named in ``config.prior``."""
+
+    def __init__(self, config: SlamConfig | None = None, prior: DepthPrior | None = None):
+        self.config = config or SlamConfig()
+        self.device = resolve_device(self.config.device)
+        self.prior = prior if prior is not None else make_prior(self.config.prior)
+        self.records: list[FrameRecord] = []
+        self.events: list[str] = []
+        self.segment_starts: list[int] = [0]
+        self._failures = 0
+        self._since_backend = 0
+        self._camera = None
+
+    # -- set-up on the first frame -------------------------------------------------------------------------
+    def _start(self, frame: Frame) -> None:
+        cfg = self.config
+        if cfg.correspondence != "classical":
+            from metricslam.errors import MetricSlamError
+
+            raise MetricSlamError(f"correspondence '{cfg.correspondence}' is not available; use classical")
+        self._size, self._camera = processing_camera(frame.intrinsics, cfg.image_area, cfg.stride, cfg.upscale)
+        self.grid_camera = self._camera.scaled(1.0 / cfg.stride)
+        self.grid_intrinsics = torch.tensor(self.grid_camera.params, dtype=torch.float64, device=self.device)
+        grid_hw = (self._camera.height // cfg.stride, self._camera.width // cfg.stride)
+        self.store = KeyframeStore(grid_hw, self.device)
+        self.corr = ClassicalCorrespondence(cfg.flow, cfg.stride)
+        self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
+        self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba, self.grid_intrinsics)
+        self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba, self.grid_intrinsics)
+        self._track_opts = replace(cfg.ba, robust="huber", robust_px=1.0)
+
+    @property
+    def camera(self):
+        """Intrinsics at the processing resolution (None before the first frame)."""
+        return self._camera
+
+    # -- per frame --------------------------------------------------------------------------------------------
+    def track(self, frame: Frame) -> None:
+        """Process the next frame of the video (frames must come in time order)."""
+        if self._camera is None:
+            self._start(frame)
+        f = prepare_frame(frame, self._size, self._camera)
+        g = grey(f.rgb)
+        if len(self.store) == 0:
+            self._add_keyframe(f, g, torch.eye(4, dtype=torch.float64, device=self.device))
+            return
+        k = len(self.store) - 1
+        targets, weights, mean_flow = self.corr.track(self.store.grey[k], g)
+        tw = torch.from_numpy(targets).to(self.device)
+        ww = torch.from_numpy(weights).to(self.device)
+        confident = float((ww[..., 0] > 0.5).float().mean())
+        prev = self.records[-1]
+        if confident < self.config.tracking.min_confident:
+            self._on_failure(f, g, prev, confident)
+            return
+        self._failures = 0
+        pose = refine_pose(self._predict(k), self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
+                           self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), tw[None],
+                           ww[None], iters=self.config.tracking.iters, options=self._track_opts)
+        if mean_flow > self.config.tracking.filter_thresh:
+            self._add_keyframe(f, g, pose)
+        else:
+            rel = pose @ se3.inverse(self.store.poses[k])
+            self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
+                                            tw.half(), ww.half()))
+
+    def _predict(self, k: int) -> torch.Tensor:
+        """Constant-velocity guess of the new frame's T_cw from the last two frames."""
+        recent = [r for r in self.records[-2:]]
+        poses = [r.rel @ self.store.poses[self.store.index_of(r.ref_uid)] for r in recent]
+        if len(poses) < 2:
+            return poses[-1]
+        return poses[1] @ se3.inverse(poses[0]) @ poses[1]
+
+    def _on_failure(self, f: Frame, g: np.ndarray, prev: FrameRecord, confident: float) -> None:
+        self._failures += 1
+        msg = f"frame {f.index}: tracking lost ({confident:.0%} confident correspondences)"
+        if self._failures == 1:
+            log.warning(msg)
+            self.events.append(msg)
+        if self._failures >= self.config.tracking.reinit_after and float(g.std()) > _MIN_TEXTURE_STD:
+            ref = self.store.index_of(prev.ref_uid)
+            pose = prev.rel @ self.store.poses[ref]
+            self.frontend.segment_start = len(self.store)
+            self.segment_starts.append(len(self.store))
+            self.events.append(f"frame {f.index}: re-initialised a new segment at keyframe {len(self.store)}")
+            log.warning(self.events[-1])
+            self._failures = 0
+            self._add_keyframe(f, g, pose)
+            return
+        self.records.append(FrameRecord(f.index, f.timestamp, prev.ref_uid, prev.rel.clone(), False))
+
+    def _add_keyframe(self, f: Frame, g: np.ndarray, pose_cw: torch.Tensor) -> None:
+        cfg = self.config
+        prior = self.prior(f)
+        h, w = self.store.h, self.store.w
+        fill = float(self.store.invdepth[-1].median()) if len(self.store) else 1.0
+        invdepth = torch.full((h, w), fill, dtype=torch.float32, device=self.device)
+        prior_inv = prior_conf = prior_full = None
+        if prior is not None:
+            depth, conf = prior
+            inv_np, conf_np = prior_to_grid(depth, conf, cfg.stride, cfg.prior_grid_edge)
+            prior_inv = torch.from_numpy(inv_np).to(self.device)
+            prior_conf = torch.from_numpy(conf_np).to(self.device)
+            has = prior_conf > 0
+            if bool(has.any()):
+                invdepth = torch.where(has, prior_inv, torch.full_like(prior_inv, float(prior_inv[has].median())))
+            prior_full = depth.astype(np.float16)
+        k = self.store.append(f.index, f.timestamp, pose_cw, invdepth, prior_inv, prior_conf, g, f.rgb, prior_full)
+        self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]),
+                                        torch.eye(4, dtype=torch.float64, device=self.device), True))
+        if k == self.frontend.segment_start:
+            return
+        self.frontend.step()
+        redundant = self.frontend.redundant()
+        if redundant is not None:
+            reanchor(self.records, self.store, redundant, redundant - 1)
+            self.frontend.remove(redundant)
+        self._since_backend += 1
+        if cfg.backend.enabled and self._since_backend >= cfg.backend.every:
+            self.backend.run(self.segment_starts, cfg.backend.iters, window=100)
+            self._since_backend = 0
+
+    # -- the end ----------------------------------------------------------------------------------------------
+    def finish(self) -> Reconstruction:
+        """Final global BA, a pose for every frame, and the reconstruction."""
+        if self._camera is None:
+            from metricslam.errors import InputError
+
+            raise InputError("no frames were tracked; check that the sequence holds images")
+        cfg = self.config
+        if cfg.backend.enabled and len(self.store) > 1:
+            self.backend.run(self.segment_starts, cfg.backend.final_iters)
+        poses_cw = fill_poses(self.records, self.store, self.grid_intrinsics, cfg.filler.iters, cfg.filler.chunk,
+                              self._track_opts)
+        store = self.store
+        invd = store.invdepth.cpu().numpy()
+        depths = np.where(invd > 0, 1.0 / np.maximum(invd, 1e-9), 0.0).astype(np.float32)
+        priors = store.prior_depth_full
+        kf_priors = np.stack([p.astype(np.float32) for p in priors]) if all(p is not None for p in priors) else None
+        return Reconstruction(
+            timestamps=np.array([r.timestamp for r in self.records], dtype=np.float64),
+            poses_wc=se3.inverse(poses_cw).cpu().numpy(),
+            frame_indices=np.array([r.index for r in self.records], dtype=np.int64),
+            tracked=np.array([r.tracked for r in self.records], dtype=bool),
+            kf_frame_indices=store.frame_index.cpu().numpy(),
+            kf_timestamps=store.timestamp.cpu().numpy(),
+            kf_poses_wc=se3.inverse(store.poses).cpu().numpy(),
+            kf_depths=depths,
+            kf_confidences=store.conf.cpu().numpy(),
+            kf_images=np.stack(store.rgb),
+            intrinsics=self._camera,
+            grid_intrinsics=self.grid_camera,
+            metric=bool(self.prior.metric),
+            prior=self.prior.name,
+            kf_prior_depths=kf_priors,
+            events=list(self.events),
+        )
