@@ -26,7 +26,7 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.1"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "psutil>=5.9"],  # psutil: evaluation/bench_slam.py memory
         "train": ["tensorboard>=2.14"],
         "viz": ["rerun-sdk>=0.15"],
     },

@@ -224,7 +224,7 @@ def _torch_load(file: Path) -> Any:
             # Training checkpoints may pickle non-tensor state (optimiser, config objects) that the safe loader
             # refuses; the user chose this file explicitly.
             return torch.load(file, map_location="cpu", weights_only=False, mmap=mmap)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(
             f"{file}: cannot read checkpoint ({detail[:160]}); the file is corrupt or truncated, download it again"

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_MULTIPLE
+from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE as VIT_MULTIPLE
 from metricslam.depth.cstm import FocalMode, focal_length, from_canonical
 from metricslam.depth.models.metric3d import VARIANTS, VariantInfo, build_metric3d
 from metricslam.device import resolve_device
@@ -36,7 +38,9 @@ RGB_MEAN = (123.675, 116.28, 103.53)
 RGB_STD = (58.395, 57.12, 57.375)
 # Upstream pads the resized uint8 image, so its mean-colour border is the mean rounded to whole values.
 PAD_COLOUR = tuple(int(round(c)) for c in RGB_MEAN)
-SIZE_MULTIPLE = {"vit": 14, "convnext": 32}
+# Sides the networks return at full size: ViT needs a multiple of 28 (patch 14, then 1/2 pooling in the
+# decoder), ConvNeXt a multiple of 32.
+SIZE_MULTIPLE = {"vit": VIT_MULTIPLE, "convnext": CONVNEXT_MULTIPLE}
 
 
 @dataclass
@@ -51,7 +55,7 @@ class DepthPrediction:
 
 def valid_input_size(variant: str, size: Sequence[int] | None = None) -> tuple[int, int]:
     """The network input size (H, W): the official one, or ``size`` rounded to the nearest valid multiple
-    (14 for ViT, 32 for ConvNeXt; at least one multiple)."""
+    (28 for ViT, 32 for ConvNeXt; at least one multiple)."""
     info = _variant_info(variant)
     if size is None:
         return info.input_size

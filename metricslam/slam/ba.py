@@ -133,7 +133,7 @@ def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths:
                   prior_invdepth: torch.Tensor, prior_conf: torch.Tensor, eta: torch.Tensor, opts: BAOptions
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal depth block C and depth gradient (K, P) from the per-edge flow terms c, b (E, P), plus the
-    prior where it exists, else the damping eta."""
+    prior weighted by its confidence, the damping eta for the rest."""
     K = invdepths.shape[0]
     d = invdepths.reshape(K, -1)
     C = d.new_zeros(d.shape).index_add_(0, ii, c)
@@ -141,10 +141,13 @@ def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths:
     dp = prior_invdepth.reshape(K, -1).to(d.dtype)
     has_prior = (prior_conf.reshape(K, -1) > 0) & (dp > 0)
     diff = d - dp
-    a = opts.alpha * prior_conf.reshape(K, -1).to(d.dtype) * has_prior
+    # The prior replaces the damping eta in proportion to its confidence, so a barely trusted prior never
+    # leaves a pixel undamped.
+    c = prior_conf.reshape(K, -1).to(d.dtype).clamp(0, 1) * has_prior
+    a = opts.alpha * c
     if opts.prior_robust != "none":
         a = a * robust_weight(diff.abs(), opts.prior_robust, opts.prior_robust_thresh)
-    C = C + a + eta.to(d.dtype) * ~has_prior
+    C = C + a + eta.to(d.dtype) * (1 - c)
     bz = bz - a * diff
     return C, bz
 

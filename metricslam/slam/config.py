@@ -69,5 +69,7 @@ class SlamConfig:
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     filler: FillerConfig = field(default_factory=FillerConfig)
-    ba: BAOptions = field(default_factory=BAOptions)
+    # Flow that is wrong but forward-backward consistent (periodic texture, large motion) is common: a Cauchy
+    # kernel on the residual keeps it from dragging the solution.
+    ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5))
     prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves

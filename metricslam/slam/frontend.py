@@ -1,6 +1,7 @@
 """Front-end: add keyframes, connect them to their neighbours, optimise a sliding window, drop redundant ones."""
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import torch
@@ -9,6 +10,8 @@ from metricslam.slam.ba import BAOptions, dense_ba
 from metricslam.slam.config import FrontendConfig
 from metricslam.slam.graph import EdgeCache, pair_distance
 from metricslam.slam.video import KeyframeStore
+
+log = logging.getLogger(__name__)
 
 
 def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor, weights: torch.Tensor) -> None:
@@ -34,6 +37,10 @@ def optimise(
         prior_invdepth=store.prior_invdepth[idx], prior_conf=store.prior_conf[idx], fixed=fixed, iters=iters,
         options=options,
     )
+    if not (bool(torch.isfinite(poses).all()) and bool(torch.isfinite(invdepth).all())):
+        log.warning("bundle adjustment diverged over keyframes %d..%d; keeping the previous state",
+                    indices[0], indices[-1])
+        return
     store.poses[idx] = poses
     store.invdepth[idx] = invdepth.to(store.invdepth.dtype)
     update_confidence(store, indices, ii, weights)
@@ -56,12 +63,13 @@ class Frontend:
         """Temporal edges from keyframe k to its predecessors and proximity edges inside the window."""
         cfg = self.config
         lo = max(self.segment_start, k - cfg.window + 1)
-        pairs = [(i, k) for i in range(max(lo, k - cfg.radius), k)]
+        # Temporal neighbours are close enough for flow on its own; a prediction from a poor initial pose could
+        # lock flow onto a wrong, self-consistent match (periodic texture), so only far pairs start from one.
+        self.edges.add(self.store, [(i, k) for i in range(max(lo, k - cfg.radius), k)], predict=False)
         older = list(range(lo, k - cfg.radius))
         if older:
             d = pair_distance(self.store, self.intrinsics, older, [k] * len(older))
-            pairs += [(i, k) for i, di in zip(older, d.tolist()) if di < cfg.proximity_thresh]
-        self.edges.add(self.store, pairs)
+            self.edges.add(self.store, [(i, k) for i, di in zip(older, d.tolist()) if di < cfg.proximity_thresh])
 
     def window(self) -> list[int]:
         k = len(self.store) - 1

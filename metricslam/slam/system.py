@@ -63,7 +63,7 @@ class Slam:
         self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
         self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba, self.grid_intrinsics)
         self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba, self.grid_intrinsics)
-        self._track_opts = replace(cfg.ba, robust="huber", robust_px=1.0)
+        self._track_opts = cfg.ba
 
     @property
     def camera(self):
@@ -89,16 +89,27 @@ class Slam:
         if confident < self.config.tracking.min_confident:
             self._on_failure(f, g, prev, confident)
             return
-        self._failures = 0
         pose = refine_pose(self._predict(k), self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
                            self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), tw[None],
                            ww[None], iters=self.config.tracking.iters, options=self._track_opts)
+        if not self._plausible(pose, k):
+            self._on_failure(f, g, prev, confident)
+            return
+        self._failures = 0
         if mean_flow > self.config.tracking.filter_thresh:
             self._add_keyframe(f, g, pose)
         else:
             rel = pose @ se3.inverse(self.store.poses[k])
             self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
                                             tw.half(), ww.half()))
+
+    def _plausible(self, pose_cw: torch.Tensor, k: int) -> bool:
+        """A tracked pose is finite and no farther from keyframe k than its median scene depth."""
+        if not bool(torch.isfinite(pose_cw).all()):
+            return False
+        rel = pose_cw @ se3.inverse(self.store.poses[k])
+        median_depth = 1.0 / float(self.store.invdepth[k].median().clamp_min(1e-6))
+        return float(rel[:3, 3].norm()) < median_depth
 
     def _predict(self, k: int) -> torch.Tensor:
         """Constant-velocity guess of the new frame's T_cw from the last two frames."""

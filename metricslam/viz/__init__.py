@@ -1,1 +1,7 @@
-"""metricslam.viz"""
+"""Pictures and live view of a run.
+
+- ``run_plots.write_run_plots(rec, run_dir, gt=None, mesh=None, cloud=None)``: every PNG of a run;
+- ``figures``: the translation error over time, the keyframe montage, rendered map views;
+- ``trajectory.plot_trajectory_top``: the top view of the trajectory;
+- ``rerun_viewer.RerunLogger``: live view in Rerun (optional extra ``metricslam[viz]``).
+"""

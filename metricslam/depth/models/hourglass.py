@@ -151,11 +151,12 @@ class UNet(nn.Module):
     """Three stride-2 levels (widths 128 -> 64 -> 32 -> 16) and back with additive skips, then a 1x1 head.
 
     Its input sides must be multiples of 8 so that every transposed conv lands exactly on its skip.
+    ``width`` (the released models' UNET_WIDTH) is smaller in the small training variant.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, width: int = UNET_WIDTH):
         super().__init__()
-        w = UNET_WIDTH
+        w = width
         self.conv0 = ConvBnReLU(in_channels, w)
         self.conv_0 = _down(w, w // 2)
         self.conv_1 = _down(w // 2, w // 4)
@@ -189,21 +190,23 @@ class HourglassDecoder(nn.Module):
         decoder_channels: Sequence[int],
         depth_range: tuple[float, float] = DEPTH_RANGE,
         num_bins: int = NUM_BINS,
+        feature_channels: int = FEATURE_CHANNELS,
+        unet_width: int = UNET_WIDTH,
     ):
         super().__init__()
         self.depth_range = depth_range
         self.num_bins = num_bins
         self.decoder_mono = DecoderFeature(in_channels, decoder_channels)
-        self.conv_out_2 = UNet(decoder_channels[1], FEATURE_CHANNELS + 1)
+        self.conv_out_2 = UNet(decoder_channels[1], feature_channels + 1, unet_width)
         self.depth_regressor_2 = FoldedSequential(
-            nn.Conv2d(FEATURE_CHANNELS, num_bins, 3, padding=1),
+            nn.Conv2d(feature_channels, num_bins, 3, padding=1),
             nn.BatchNorm2d(num_bins),
             nn.ReLU(inplace=True),
             nn.Conv2d(num_bins, num_bins, 1),
         )
         r = RESIDUAL_CHANNELS
         self.conv_up_2 = FoldedSequential(
-            nn.Conv2d(1 + 2 + FEATURE_CHANNELS, r, 3, padding=1),
+            nn.Conv2d(1 + 2 + feature_channels, r, 3, padding=1),
             nn.BatchNorm2d(r),
             nn.ReLU(),
             nn.Conv2d(r, r, 3, padding=1),

@@ -1,0 +1,70 @@
+"""``metricslam mesh RUN_DIR``: fuse a saved run's keyframes into a mesh (and optionally the consistent cloud).
+
+Settings: defaults, then RUN_DIR/mapping.yaml (what the run used), then the options given here.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from metricslam.errors import InputError
+from metricslam.io.ply import write_ply
+from metricslam.mapping.cloud import consistent_cloud
+from metricslam.mapping.depthmaps import DEPTH_SOURCES
+from metricslam.mapping.export import MESH_FILE, load_mapping_config
+from metricslam.mapping.presets import PRESET_NAMES
+from metricslam.mapping.tsdf import fuse_reconstruction, save_mesh
+from metricslam.slam.reconstruction import Reconstruction
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder; pass the --out folder of 'metricslam run'")
+    out = Path(args.out) if args.out else run_dir / MESH_FILE
+    if out.suffix.lower() != ".ply":
+        raise InputError(f"{out}: the mesh is written as PLY; give a file name ending in .ply")
+    rec = Reconstruction.load(run_dir)
+    overrides = list(args.set or [])
+    for flag, key, sections in (("voxel", "voxel_size", "tsdf cloud"), ("trunc", "truncation", "tsdf"),
+                                ("max_depth", "max_depth", "tsdf cloud"), ("source", "depth.source", "tsdf cloud"),
+                                ("preset", "preset", "tsdf"), ("device", "device", "tsdf cloud"),
+                                ("min_weight", "min_weight", "tsdf")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides += [f"{section}.{key}={value}" for section in sections.split()]
+    cfg = load_mapping_config(run_dir, overrides)
+    start = time.perf_counter()
+    result = fuse_reconstruction(rec, cfg.tsdf)
+    save_mesh(out, result.mesh)
+    print(f"mesh: {len(result.mesh.vertices):,} vertices, {len(result.mesh.triangles):,} triangles from "
+          f"{result.keyframes} keyframes ({result.source} depth, {result.preset} preset: voxel {result.voxel_size:g} m, "
+          f"truncation {result.truncation:g} m, max depth {result.max_depth:g} m) in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {out}")
+    if args.cloud:
+        points, colours = consistent_cloud(rec, cfg.cloud)
+        write_ply(args.cloud, points, colours)
+        print(f"wrote {args.cloud} ({len(points):,} multi-view consistent points)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mesh", help="TSDF mesh of a saved run",
+                              description="Fuse the keyframes of a saved run into a coloured metric mesh (PLY). "
+                                          "Defaults come from RUN_DIR/mapping.yaml when the run wrote one.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of 'metricslam run'")
+    # Values are checked by the config (one-line errors), not by argparse (which prints its usage too).
+    p.add_argument("--voxel", metavar="M", help="voxel size in metres (default: from the preset)")
+    p.add_argument("--trunc", metavar="M", help="TSDF truncation in metres (default 4 voxels)")
+    p.add_argument("--max-depth", metavar="M", help="ignore depth beyond this (metres)")
+    p.add_argument("--source", metavar="|".join(DEPTH_SOURCES),
+                   help="keyframe depth (default auto: both when the run kept prior depths, else ba)")
+    p.add_argument("--preset", metavar="|".join(PRESET_NAMES), help="map scale (default auto, from the depth range)")
+    p.add_argument("--min-weight", metavar="N", help="keyframes that must see a voxel (default 1)")
+    p.add_argument("--device", help="auto, cpu or cuda (Open3D device)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any mapping setting, e.g. tsdf.depth.edge_threshold=0.1")
+    p.add_argument("--out", metavar="FILE", help=f"mesh file (default RUN_DIR/{MESH_FILE})")
+    p.add_argument("--cloud", metavar="FILE", help="also write the multi-view consistent point cloud to this PLY "
+                                                   "(--voxel, --max-depth, --source and --device apply to it too)")
+    p.set_defaults(func=run)

@@ -1,0 +1,307 @@
+"""One SLAM run from a Sequence to a folder of results: what ``metricslam run`` and the demo do.
+
+``run_sequence`` feeds every frame to ``Slam`` (a background thread decodes the next frames meanwhile), shows a
+progress bar, and writes into the output folder (atomically, file by file):
+
+- trajectory_tum.txt, trajectory_kitti.txt (T_wc of every input frame) and keyframes.npz (``Reconstruction.save``)
+- config.yaml: the complete SlamConfig used (``load_config(SlamConfig, 'config.yaml')`` reproduces it)
+- with ground truth: metrics.json (``evaluate_trajectory`` plus run facts) and groundtruth_tum.txt
+- with ``mapping`` settings: mesh.ply, mesh_points.ply, cloud.ply, mapping.yaml (metricslam.mapping.export)
+- pictures (metricslam.viz.run_plots): trajectory.png (top view, against ground truth when there is one),
+  translation_error.png (with ground truth), keyframes.png, map_views.png (with a map)
+
+``fps`` counts input frames per second of wall time from the first frame read to the end of ``Slam.finish``
+(decoding, priors, tracking, final BA and filler); writing the outputs and mapping are not included.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from metricslam.config import save_config
+from metricslam.depth.priors import DepthPrior
+from metricslam.errors import MetricSlamError
+from metricslam.geometry import se3
+from metricslam.io.atomic import write_text_atomic
+from metricslam.io.frame import Frame
+from metricslam.io.sequences.base import Sequence
+from metricslam.io.trajectory import Trajectory
+from metricslam.mapping.export import MAPPING_CONFIG_FILE, MappingConfig, write_map
+from metricslam.metrics.trajectory import evaluate_trajectory
+from metricslam.slam.config import SlamConfig
+from metricslam.slam.reconstruction import Reconstruction
+from metricslam.slam.system import Slam
+from metricslam.viz.rerun_viewer import RerunLogger
+from metricslam.viz.run_plots import GT_FILE, write_run_plots
+
+log = logging.getLogger(__name__)
+
+SCALE_NOTES = {
+    True: "metric",
+    False: "arbitrary: no metric depth prior, the trajectory is up to scale (compare ate_sim3_rmse_m)",
+}
+
+
+@dataclass
+class RunResult:
+    reconstruction: Reconstruction
+    metrics: dict | None  # the content of metrics.json; None without ground truth
+    fps: float
+    out_dir: Path
+    seconds: float = 0.0  # wall time counted by fps
+    files: list[str] = field(default_factory=list)  # names of the files written into out_dir
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def prefetched(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
+    """Yield ``frames`` in order while a background thread reads up to ``depth`` ahead.
+
+    Image decoding (and rendering, for synthetic sequences) releases the GIL, so it overlaps tracking.
+    An exception raised while reading is re-raised here, at the frame where it happened.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                if not put(frame):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_Failure(exc))
+
+    worker = threading.Thread(target=read, name="frame-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not _END:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def track_sequence(slam: Slam, sequence: Sequence, progress: bool = True, viewer: LiveView | None = None
+                   ) -> float:
+    """Feed every frame of ``sequence`` to ``slam``; returns the seconds spent (reading overlapped)."""
+    start = time.perf_counter()
+    bar = tqdm(total=len(sequence), unit="frame", desc=sequence.name or "frames", disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)
+    with bar, closing(prefetched(sequence)) as frames, logging_redirect_tqdm() if progress else nullcontext():
+        for frame in frames:
+            slam.track(frame)
+            if viewer is not None:
+                viewer.update(slam, frame)
+            bar.update(1)
+            bar.set_postfix(keyframes=len(slam.store), refresh=False)
+    return time.perf_counter() - start
+
+
+def run_sequence(
+    sequence: Sequence,
+    out_dir: str | os.PathLike,
+    config: SlamConfig,
+    gt: Trajectory | None = None,
+    progress: bool = True,
+    viz: str | None = None,
+    prior: DepthPrior | None = None,
+    mapping: MappingConfig | None = None,
+) -> RunResult:
+    """Run SLAM over ``sequence`` and write the results into ``out_dir`` (see the module docstring).
+
+    gt: ground truth T_wc (default: the sequence's own, if any). viz: live viewer, 'rerun' (spawns the Rerun
+    viewer) or a path ending in .rrd (a Rerun recording). prior: a ready DepthPrior instead of the one
+    ``config.prior`` names (e.g. precomputed for benchmarks). mapping: mesh and cloud settings; None skips them.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slam = Slam(config, prior)
+    with open_viewer(viz) as viewer:
+        tracked = track_sequence(slam, sequence, progress, viewer)
+        start = time.perf_counter()
+        rec = slam.finish()
+        seconds = tracked + time.perf_counter() - start
+        fps = rec.num_frames / max(seconds, 1e-9)
+
+        rec.save(out)
+        save_config(config, out / "config.yaml")
+        files = ["trajectory_tum.txt", "trajectory_kitti.txt", "keyframes.npz", "config.yaml"]
+        gt = gt if gt is not None else sequence.gt_trajectory()
+        metrics = None
+        if gt is not None:
+            metrics = run_metrics(rec, gt, fps, seconds, sequence.name, str(slam.device))
+            write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            files.append("metrics.json")
+        mesh = None
+        if mapping is not None and mapping.enabled:
+            mesh, written = map_reconstruction(rec, out, mapping)
+            files += written
+        try:
+            files += [p.name for p in write_run_plots(rec, out, gt, mesh=mesh)]
+        except MetricSlamError as exc:  # pictures are secondary: the results above are saved
+            log.warning("some plots were not drawn: %s", exc)
+        if gt is not None and gt.timestamps is not None:  # write_run_plots saved it for `metricslam plot`
+            files.append(GT_FILE)
+        if viewer is not None:
+            viewer.finish(rec, mesh)
+    return RunResult(rec, metrics, fps, out, seconds, files)
+
+
+def run_metrics(rec: Reconstruction, gt: Trajectory, fps: float, seconds: float, name: str = "",
+                device: str = "") -> dict:
+    """metrics.json: trajectory accuracy (metricslam.metrics.trajectory.evaluate_trajectory) and run facts.
+
+    Frames whose estimated pose is not finite are left out of the accuracy numbers and counted in
+    'num_frames_nonfinite' (with an event), so a partly failed run still reports on the rest.
+    """
+    est = rec.trajectory()
+    finite = np.isfinite(est.poses).all(axis=(1, 2))
+    events = list(rec.events)
+    if not finite.all():
+        events.append(f"{int((~finite).sum())} frames have no finite pose and are left out of the accuracy")
+        est = Trajectory(est.poses[finite], est.timestamps[finite])
+    return {
+        "sequence": name,
+        **evaluate_trajectory(gt, est),
+        "num_frames": rec.num_frames,
+        "num_keyframes": rec.num_keyframes,
+        "num_frames_nonfinite": int((~finite).sum()),
+        "fps": fps,
+        "seconds": seconds,
+        "device": device,
+        "prior": rec.prior,
+        "metric": rec.metric,
+        "scale_note": SCALE_NOTES[rec.metric],
+        "events": events,
+    }
+
+
+def map_reconstruction(rec: Reconstruction, out: Path, config: MappingConfig
+                       ) -> tuple[o3d.geometry.TriangleMesh | None, list[str]]:
+    """The mapping step (metricslam.mapping.export.write_map): mesh, surface points, consistent cloud.
+
+    Returns the mesh and the files written. A map that cannot be built is reported and skipped: the trajectory is
+    the run's main result and is already saved.
+    """
+    if rec.num_keyframes < config.tsdf.min_weight:
+        log.warning("mapping skipped: %d keyframe(s), the TSDF keeps surfaces seen by %g or more",
+                    rec.num_keyframes, config.tsdf.min_weight)
+        return None, []
+    try:
+        outputs = write_map(rec, out, config)
+    except MetricSlamError as exc:
+        log.warning("mapping skipped: %s", exc)
+        return None, []
+    written = [outputs.mesh, outputs.mesh_points, *([outputs.cloud] if outputs.cloud else []),
+               out / MAPPING_CONFIG_FILE]
+    return outputs.fusion.mesh, [p.name for p in written]
+
+
+class LiveView:
+    """Streams a run to Rerun (metricslam.viz.rerun_viewer.RerunLogger): after every frame its pose and image,
+    keyframes as they are made or dropped; at the end the final trajectory, keyframes and mesh."""
+
+    def __init__(self, target: str):
+        self.logger = RerunLogger(target)
+        self.shown: set[int] = set()
+
+    def update(self, slam: Slam, frame: Frame) -> None:
+        store, record = slam.store, slam.records[-1]
+        pose_cw = record.rel @ store.poses[store.index_of(record.ref_uid)]
+        self.logger.log_frame_pose(frame.index, frame.timestamp, se3.inverse(pose_cw).cpu().numpy(),
+                                   image=frame.rgb, intrinsics=frame.intrinsics)
+        uids = [int(u) for u in store.uid.tolist()]
+        for uid in self.shown.difference(uids):
+            self.logger.remove_keyframe(uid)
+        for k, uid in enumerate(uids):
+            if uid in self.shown:
+                continue
+            inv = store.invdepth[k].cpu().numpy()
+            depth = np.where(inv > 0, 1.0 / np.maximum(inv, 1e-9), 0.0)
+            self.logger.log_keyframe(uid, int(store.frame_index[k]), se3.inverse(store.poses[k]).cpu().numpy(), depth,
+                                     slam.grid_camera, image=store.rgb[k], confidence=store.conf[k].cpu().numpy(),
+                                     timestamp=float(store.timestamp[k]))
+        self.shown = set(uids)
+
+    def finish(self, rec: Reconstruction, mesh: o3d.geometry.TriangleMesh | None = None) -> None:
+        self.logger.log_reconstruction(rec)
+        if mesh is not None:
+            self.logger.log_mesh(mesh)
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+@contextmanager
+def open_viewer(viz: str | None) -> Iterator[LiveView | None]:
+    """The live view for ``viz`` ('rerun' or a .rrd path; None: no viewer), closed on exit."""
+    if viz is None:
+        yield None
+        return
+    if viz != "rerun" and not viz.endswith(".rrd"):
+        raise MetricSlamError(f"unknown viewer '{viz}'; use --viz rerun or --viz FILE.rrd")
+    view = LiveView("spawn" if viz == "rerun" else viz)
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+def format_summary(result: RunResult) -> str:
+    """A few lines for the console: counts, speed, accuracy when known, events, where the files are."""
+    rec, m = result.reconstruction, result.metrics
+    lines = [
+        f"frames    {rec.num_frames}, keyframes {rec.num_keyframes}, {result.fps:.1f} frames/s "
+        f"({result.seconds:.1f} s)",
+        f"prior     {rec.prior}, scale {SCALE_NOTES[rec.metric]}",
+    ]
+    if m is not None:
+        def num(key: str, fmt: str) -> str:
+            return "-" if m.get(key) is None else format(m[key], fmt)
+
+        lines.append(f"ATE       SE3 {num('ate_se3_rmse_m', '.4f')} m, Sim3 {num('ate_sim3_rmse_m', '.4f')} m, "
+                     f"Sim3 scale {num('sim3_scale', '.4f')} over {m['num_poses']} poses "
+                     f"({m['path_length_m']:.2f} m path)")
+        lines.append(f"RPE       {num('rpe_trans_rmse_m', '.4f')} m, {num('rpe_rot_rmse_deg', '.3f')} deg per frame")
+        if m.get("kitti_t_err_pct") is not None:
+            lines.append(f"KITTI     t_err {m['kitti_t_err_pct']:.2f} %, "
+                         f"r_err {m['kitti_r_err_deg_per_100m']:.3f} deg/100 m")
+        if m.get("note"):
+            lines.append(f"note      {m['note']}")
+    events = m["events"] if m is not None else rec.events
+    lines += [f"event     {e}" for e in events]
+    lines.append(f"outputs   {result.out_dir}: {', '.join(result.files)}")
+    return "\n".join(lines)

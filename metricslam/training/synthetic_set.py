@@ -1,0 +1,118 @@
+"""A multi-camera training set rendered from the synthetic worlds, written as Metric3D annotation files.
+
+Each camera (a focal length from about 300 to 1500 px on one of several small sensors) looks at its own instance
+of each scene type (indoor room, outdoor street) from a few poses spread along a trajectory. One data set per
+scene type is written, so the trainer can balance indoor and outdoor:
+
+    OUT/room/annotation.json, OUT/room/{rgb,depth,normal}/cam03_0002.png, ...   (same for street)
+
+Train and held-out splits use disjoint focal lengths and world seeds: the held-out cameras test metric depth on
+focal lengths never seen in training. Images are small (at most 224 px wide) so that CPU training is quick.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from metricslam.errors import InputError
+from metricslam.io.atomic import atomic_path, write_text_atomic
+from metricslam.io.images import write_depth_png, write_rgb
+from metricslam.io.synthetic import WORLDS, SyntheticSequence
+from metricslam.training.normals import depth_to_normals
+
+# (width, height): 4:3, 16:9, square, and a wide driving-camera crop.
+SENSORS: tuple[tuple[int, int], ...] = ((160, 120), (192, 108), (144, 144), (224, 80))
+TRAIN_FOCALS: tuple[float, ...] = (300, 360, 430, 520, 620, 750, 900, 1080, 1250, 1500)
+HELD_OUT_FOCALS: tuple[float, ...] = (330, 470, 680, 980, 1370)
+# Room loop: 0.04 rad per frame at speed 1 (see io.synthetic.room); street: about 1 m per frame.
+_ROOM_LOOP_FRACTION = 0.9
+_STREET_STEP_SPEED = 4.0
+
+
+@dataclass
+class SyntheticSetConfig:
+    split: Literal["train", "held_out"] = "train"
+    scenes: tuple[str, ...] = ("room", "street")
+    focals: tuple[float, ...] | None = None  # None: the split's default list
+    frames_per_camera: int = 8
+    seed: int = 0
+    max_depth: float = 80.0  # metres; farther ground truth is marked invalid (a LiDAR-like range)
+    normals: bool = True
+
+
+@dataclass(frozen=True)
+class SyntheticCamera:
+    width: int
+    height: int
+    focal: float
+
+
+def cameras_for(cfg: SyntheticSetConfig) -> list[SyntheticCamera]:
+    """The split's cameras: its focal lengths, assigned to the sensors in turn."""
+    focals = cfg.focals if cfg.focals is not None else (TRAIN_FOCALS if cfg.split == "train" else HELD_OUT_FOCALS)
+    offset = 0 if cfg.split == "train" else 1  # held-out cameras pair focal lengths with other sensors
+    return [SyntheticCamera(*SENSORS[(k + offset) % len(SENSORS)], float(f)) for k, f in enumerate(focals)]
+
+
+def _world_seed(cfg: SyntheticSetConfig, camera_index: int) -> int:
+    return 10_000 * cfg.seed + 1_000 * (cfg.split != "train") + camera_index
+
+
+def _sequence(scene: str, camera: SyntheticCamera, frames: int, seed: int) -> SyntheticSequence:
+    if scene == "room":
+        speed = _ROOM_LOOP_FRACTION * 2 * np.pi / (0.04 * max(frames, 1))
+    else:
+        speed = _STREET_STEP_SPEED
+    return SyntheticSequence(scene, frames=frames, width=camera.width, height=camera.height, fx=camera.focal,
+                             seed=seed, speed=speed)
+
+
+def _write_normals(path: Path, normal: np.ndarray) -> None:
+    """16-bit PNG, R G B = x y z mapped from [-1, 1] to [0, 65535]; zero where there is no normal."""
+    code = np.round((normal + 1.0) * 0.5 * 65535.0).astype(np.uint16)
+    code[~np.any(normal != 0, axis=2)] = 0
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(code, cv2.COLOR_RGB2BGR)):
+            raise InputError(f"{path}: could not write normals; check the folder is writable")
+
+
+def write_synthetic_set(out_dir: str | os.PathLike, cfg: SyntheticSetConfig | None = None) -> list[Path]:
+    """Render the split and write one annotation file per scene type; returns their paths."""
+    cfg = cfg or SyntheticSetConfig()
+    unknown = [s for s in cfg.scenes if s not in WORLDS]
+    if unknown or not cfg.scenes or cfg.frames_per_camera < 1:
+        raise InputError(f"synthetic set needs scenes from {', '.join(WORLDS)} and frames_per_camera >= 1, got "
+                         f"scenes {list(cfg.scenes)}, frames_per_camera {cfg.frames_per_camera}")
+    out = Path(out_dir)
+    annotations = []
+    for scene in cfg.scenes:
+        root = out / scene
+        files = []
+        for k, cam in enumerate(cameras_for(cfg)):
+            seq = _sequence(scene, cam, cfg.frames_per_camera, _world_seed(cfg, k))
+            K = seq.intrinsics
+            for frame in seq:
+                stem = f"cam{k:02d}_{frame.index:04d}"
+                depth = np.where(frame.depth <= cfg.max_depth, frame.depth, 0).astype(np.float32)
+                entry = {"rgb": f"rgb/{stem}.png", "depth": f"depth/{stem}.png", "depth_scale": seq.depth_scale,
+                         "cam_in": [K.fx, K.fy, K.cx, K.cy]}
+                write_rgb(root / entry["rgb"], frame.rgb)
+                write_depth_png(root / entry["depth"], depth, seq.depth_scale)
+                if cfg.normals:
+                    entry["normal"] = f"normal/{stem}.png"
+                    d = torch.from_numpy(depth)[None, None]
+                    n, ok = depth_to_normals(d, torch.tensor([[K.fx, K.fy, K.cx, K.cy]]))
+                    normal = torch.where(ok, n, torch.zeros_like(n))[0].permute(1, 2, 0).numpy()
+                    _write_normals(root / entry["normal"], normal)
+                files.append(entry)
+        path = root / "annotation.json"
+        write_text_atomic(path, json.dumps({"files": files}, indent=1))
+        annotations.append(path)
+    return annotations

@@ -1,0 +1,227 @@
+"""Training data: metric-safe transforms (geometry preserved), annotation files, balanced sampling, generator."""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metricslam.depth.cstm import CANONICAL_FOCAL
+from metricslam.errors import InputError
+from metricslam.geometry.camera import Intrinsics
+from metricslam.io.images import write_depth_png, write_rgb
+from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset, Sample
+from metricslam.training.synthetic_set import (
+    HELD_OUT_FOCALS, SENSORS, TRAIN_FOCALS, SyntheticSetConfig, write_synthetic_set,
+)
+from metricslam.training.transforms import (
+    AugmentConfig, Compose, CSTMImage, CSTMLabel, PhotometricDistortion, RandomCrop, RandomFlip, RandomResize,
+    ToItem, build_pipeline,
+)
+
+DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "metric3d_demo" / "data"
+PLANE_N, PLANE_C = np.array([0.3, 0.2, 1.0]), 4.0  # the plane n . X = c
+
+
+def plane_sample(fx=200.0, w=64, h=48) -> Sample:
+    """A textured sloped plane: its exact depth, and a hole of invalid pixels."""
+    K = Intrinsics(fx, fx * 1.05, 30.3, 22.7, w, h)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], -1)
+    depth = (PLANE_C / (rays @ PLANE_N)).astype(np.float32)
+    depth[10:14, 20:30] = 0
+    rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return Sample(rgb=rgb, depth=depth, valid=depth > 0, intrinsics=K)
+
+
+def points(s: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Metric 3D points (H, W, 3) of a sample through its own intrinsics, and its valid mask."""
+    K = s.intrinsics
+    v, u = np.mgrid[0:s.depth.shape[0], 0:s.depth.shape[1]].astype(np.float64)
+    z = s.depth.astype(np.float64) * s.depth_unit
+    return np.stack([(u - K.cx) / K.fx * z, (v - K.cy) / K.fy * z, z], -1), s.valid
+
+
+def plane_residual(s: Sample) -> np.ndarray:
+    p, valid = points(s)
+    return np.abs(p[valid] @ PLANE_N - PLANE_C) / PLANE_C
+
+
+RNG = np.random.default_rng
+
+
+def test_cstm_label_and_crop_keep_the_exact_3d_points():
+    s = plane_sample()
+    original, _ = points(s)
+    out = CSTMLabel()(s, RNG(0))
+    assert out.depth_unit == pytest.approx(s.intrinsics.fx / CANONICAL_FOCAL)
+    np.testing.assert_allclose(out.depth, s.depth * CANONICAL_FOCAL / s.intrinsics.fx, rtol=1e-6)
+    np.testing.assert_allclose(points(out)[0], original, rtol=1e-5, atol=1e-6)
+    # A window partly outside the image: pixel (r, c) of the crop is pixel (r + top, c + left) of the image.
+    crop = RandomCrop((40, 96), random=True)
+    for seed in range(5):
+        c = crop(out, RNG(seed))
+        top, left = round(out.intrinsics.cy - c.intrinsics.cy), round(out.intrinsics.cx - c.intrinsics.cx)
+        assert c.depth.shape == (40, 96) and left < 0  # wider than the image: padded
+        p, valid = points(c)
+        rows, cols = np.nonzero(valid)
+        np.testing.assert_allclose(p[rows, cols], original[rows + top, cols + left], rtol=1e-5, atol=1e-6)
+        inside = np.zeros_like(valid)
+        inside[max(0, -top):48 - top, max(0, -left):64 - left] = True
+        assert not valid[~inside].any() and (c.rgb[~inside] == c.rgb[0, 0]).all()  # padding: invalid, mean colour
+
+
+def test_flip_mirrors_the_3d_points():
+    s = CSTMLabel()(plane_sample(), RNG(0))
+    f = RandomFlip(prob=1.0)(s, RNG(0))
+    p, valid = points(f)
+    q, _ = points(s)
+    np.testing.assert_allclose(p[:, ::-1] * [-1, 1, 1], q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(valid[:, ::-1], s.valid)
+
+
+@pytest.mark.parametrize("fx", [150.0, 800.0, 2600.0])
+def test_cstm_image_and_random_resize_keep_the_scene_on_its_plane(fx):
+    s = plane_sample(fx=fx * 200 / 150 if fx < 200 else fx)
+    pipelines = {
+        "image": Compose([CSTMImage()]),
+        "image+resize": Compose([CSTMImage(), RandomResize((0.6, 1.7))]),
+        "label+resize+crop": Compose([CSTMLabel(), RandomResize((0.6, 1.7)), RandomCrop((48, 64))]),
+    }
+    for name, pipe in pipelines.items():
+        for seed in range(3):
+            out = pipe(s, RNG(seed))
+            # Nearest-neighbour resampling moves a label by at most half a source pixel along the plane.
+            assert plane_residual(out).max() < 0.01, name
+            assert out.valid.mean() > 0.4
+            # The target is canonical: metric depth * f_c / (true focal length of the transformed image).
+            np.testing.assert_allclose(out.depth_unit, out.intrinsics.fx / CANONICAL_FOCAL, rtol=1e-6)
+    assert plane_residual(s.with_(depth_unit=1.3)).min() > 0.2  # the check sees a wrong scale
+
+
+def test_random_resize_divides_the_canonical_target_by_the_ratio():
+    s = CSTMLabel()(plane_sample(), RNG(0))
+    out = RandomResize((2.0, 2.0))(s, RNG(0))
+    assert out.depth.shape == (96, 128) and out.intrinsics.fx == pytest.approx(2 * s.intrinsics.fx)
+    # Nearest-exact x2 upsampling: output pixel (2i + a, 2j + b) holds input pixel (i, j).
+    np.testing.assert_allclose(out.depth[::2, ::2], s.depth / 2, rtol=1e-6)
+    np.testing.assert_array_equal(out.valid[1::2, 1::2], s.valid)
+
+
+def test_photometric_changes_colour_only_and_to_item_fields():
+    s = plane_sample()
+    out = PhotometricDistortion()(s, RNG(3))
+    assert np.abs(out.rgb.astype(int) - s.rgb).mean() > 1 and out.depth is s.depth and out.valid is s.valid
+    item = ToItem(rpnl_crops=5, vnl_triplets=50)(CSTMLabel()(s, RNG(0)), RNG(1))
+    assert item["image"].shape == (3, 48, 64) and abs(float(item["image"].mean())) < 1.5
+    boxes = item["rpnl_boxes"]
+    assert boxes.shape == (6, 4) and boxes[-1].tolist() == [0, 0, 48, 64]
+    assert ((boxes[:-1, 2] >= 6) & (boxes[:-1, 2] <= 24)).all() and (boxes[:, 0] + boxes[:, 2] <= 48).all()
+    assert item["valid"].flatten()[item["vnl_triplets"].flatten()].all()
+    assert not item["normal_valid"].any()
+    # Deterministic from the generator: the same seed gives the same item.
+    pipe = build_pipeline("label", (32, 32), AugmentConfig(), ToItem(rpnl_crops=3, vnl_triplets=10))
+    a, b = pipe(s, RNG(7)), pipe(s, RNG(7))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def write_annotation(root: Path, n: int, size=(20, 16), focal=100.0, scale=1000.0, name="a") -> Path:
+    files = []
+    for i in range(n):
+        write_rgb(root / "img" / f"{name}{i}.png", np.full((size[1], size[0], 3), 10 * i, np.uint8))
+        write_depth_png(root / "dep" / f"{name}{i}.png", np.full((size[1], size[0]), 1.0 + i, np.float32), scale)
+        files.append({"rgb": f"img/{name}{i}.png", "depth": f"dep/{name}{i}.png", "depth_scale": scale,
+                      "cam_in": [focal, focal, size[0] / 2, size[1] / 2]})
+    path = root / f"{name}.json"
+    path.write_text(json.dumps({"files": files}))
+    return path
+
+
+def test_annotation_dataset_resolves_paths_next_to_the_json_and_reports_errors(tmp_path):
+    path = write_annotation(tmp_path / "set", 3)
+    ds = AnnotationDataset(path)
+    s = ds.load(2)
+    assert len(ds) == 3 and s.rgb.shape == (16, 20, 3) and s.intrinsics.fx == 100.0
+    np.testing.assert_allclose(s.depth, 3.0)
+    bad = tmp_path / "set" / "bad.json"
+    bad.write_text(json.dumps({"files": [{"rgb": "img/a0.png", "depth": "dep/missing.png", "depth_scale": 1,
+                                          "cam_in": [1, 1, 0, 0]}]}))
+    with pytest.raises(InputError, match=r"bad\.json: entry 0: file 'dep/missing.png' not found"):
+        AnnotationDataset(bad)
+    bad.write_text(json.dumps({"files": [{"rgb": "img/a0.png", "depth": "dep/a0.png", "cam_in": [1, 1, 0]}]}))
+    with pytest.raises(InputError, match="entry 0 is malformed"):
+        AnnotationDataset(bad)
+    with pytest.raises(InputError, match="annotation file not found"):
+        AnnotationDataset(tmp_path / "nope.json")
+
+
+def test_balanced_sampler_mixes_equally_and_shards_the_global_sequence():
+    sizes = [5, 500]
+    single = BalancedSampler(sizes, seed=3, samples_per_epoch=4000)
+    keys = np.array(list(single))
+    share = np.bincount(keys[:, 0], minlength=2) / len(keys)
+    assert abs(share[0] - 0.5) < 0.03  # balanced although one data set is 100x smaller
+    small = keys[keys[:, 0] == 0, 1]
+    assert set(small[:5].tolist()) == set(range(5))  # a permutation: every image before any repeat
+    assert BalancedSampler(sizes, [1, 3], seed=3, samples_per_epoch=4000).epoch_keys(0)[:, 0].mean() > 0.7
+    ranks = [np.array(list(BalancedSampler(sizes, seed=3, num_replicas=2, rank=r, samples_per_epoch=4000)))
+             for r in range(2)]
+    np.testing.assert_array_equal(np.stack(ranks, 1).reshape(-1, 3), keys)
+    resumed = BalancedSampler(sizes, seed=3, samples_per_epoch=4000)
+    resumed.load_state_dict({"epoch": 0, "start": 1234, "seed": 3})
+    np.testing.assert_array_equal(np.array(list(resumed)), keys[1234:])
+    single.set_epoch(1)
+    assert not np.array_equal(np.array(list(single)), keys)
+
+
+def test_mixed_dataset_items_depend_only_on_the_key(tmp_path):
+    a = AnnotationDataset(write_annotation(tmp_path, 2, name="a"))
+    b = AnnotationDataset(write_annotation(tmp_path, 3, focal=500.0, name="b"))
+    pipe = build_pipeline("label", (32, 32), AugmentConfig(), ToItem(rpnl_crops=3, vnl_triplets=10))
+    mixed = MixedDataset([a, b], pipe)
+    first, again = mixed[(1, 2, 99)], mixed[(1, 2, 99)]
+    assert first["dataset"] == 1 and all(torch.equal(first[k], again[k]) for k in first if k != "dataset")
+    # Canonical target of data set b (f = 500, depth 3 m, then resized by r): 3 * 1000 / (500 r).
+    target = first["depth"][first["valid"]]
+    r = float(first["intrinsics"][0]) / 500.0
+    torch.testing.assert_close(target, torch.full_like(target, 3.0 * 1000 / 500 / r), rtol=1e-5, atol=1e-5)
+
+
+def test_synthetic_generator_writes_a_multi_camera_annotation_set(tmp_path):
+    cfg = SyntheticSetConfig(split="held_out", focals=(330.0, 1370.0), frames_per_camera=2)
+    paths = write_synthetic_set(tmp_path, cfg)
+    assert [p.parent.name for p in paths] == ["room", "street"]
+    assert not set(HELD_OUT_FOCALS) & set(TRAIN_FOCALS) and min(TRAIN_FOCALS) == 300 and max(TRAIN_FOCALS) == 1500
+    for path in paths:
+        ds = AnnotationDataset(path)
+        assert len(ds) == 4
+        focals = sorted({e.cam_in[0] for e in ds.entries})
+        assert focals == [330.0, 1370.0]
+        for i in range(len(ds)):
+            s = ds.load(i)
+            assert (s.intrinsics.width, s.intrinsics.height) in SENSORS
+            assert s.valid.mean() > 0.5 and s.depth[s.valid].max() <= cfg.max_depth + 0.01
+            assert s.normal is not None and np.abs(np.linalg.norm(s.normal[s.valid], axis=1) - 1).min() < 1e-3
+    indoor = np.concatenate([AnnotationDataset(paths[0]).load(i).depth.ravel() for i in range(4)])
+    outdoor = np.concatenate([AnnotationDataset(paths[1]).load(i).depth.ravel() for i in range(4)])
+    assert np.median(indoor[indoor > 0]) < 5 < np.median(outdoor[outdoor > 0])
+
+
+@pytest.mark.skipif(not DEMO.is_dir(), reason="shared demo data not available")
+def test_real_kitti_and_nyu_annotations_mix_in_canonical_space():
+    kitti, nyu = (AnnotationDataset(DEMO / d / "test_annotations.json", d) for d in ("kitti_demo", "nyu_demo"))
+    pipe = build_pipeline("label", (256, 320), replace(AugmentConfig(), resize_range=(1.0, 1.0)),
+                          ToItem(rpnl_crops=3, vnl_triplets=10))
+    mixed = MixedDataset([kitti, nyu], pipe)
+    keys = list(BalancedSampler(mixed.sizes, seed=0, samples_per_epoch=6))
+    for which, index, seed in keys:
+        item = mixed[(which, index, seed)]
+        ds = mixed.datasets[which]
+        metric = ds.load(index).depth
+        fx = ds.entries[index].cam_in[0]
+        target = item["depth"][item["valid"]]
+        assert item["image"].shape == (3, 256, 320) and len(target) > 100
+        # Canonical labels lie in the metric range scaled by f_c / fx.
+        lo, hi = metric[metric > 0].min() * 1000 / fx, metric.max() * 1000 / fx
+        assert float(target.min()) >= lo - 1e-3 and float(target.max()) <= hi + 1e-3
