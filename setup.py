@@ -28,7 +28,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "psutil>=5.9"],  # psutil: evaluation/bench_slam.py memory
         "train": ["tensorboard>=2.14"],
-        "viz": ["rerun-sdk>=0.15"],
+        "viz": ["rerun-sdk>=0.23"],  # RecordingStream.set_time(timeline, sequence=...) API
     },
     entry_points={"console_scripts": ["metricslam=metricslam.cli:main"]},
 )

@@ -1,4 +1,7 @@
 """`metricslam mesh` and `metricslam plot` on a saved run; one-line errors for bad arguments."""
+import importlib.util
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     seq = SyntheticSequence("room", frames=FRAMES, width=W, height=H, seed=3)
     rec = oracle_reconstruction([seq[i] for i in range(FRAMES)], keyframe_every=3, image_area=W * H)
+    to_first = np.linalg.inv(rec.kf_poses_wc[0])  # SLAM's world is its first keyframe's camera, not the GT's
+    rec = replace(rec, poses_wc=to_first @ rec.poses_wc, kf_poses_wc=to_first @ rec.kf_poses_wc)
     rec.save(out)
     # The run used non-default settings; re-meshing must pick them up from mapping.yaml.
     write_map(rec, out, MappingConfig(tsdf=TSDFConfig(voxel_size=0.03)))
@@ -126,3 +131,20 @@ def test_prior_source_needs_prior_depths(run_dir, tmp_path, capsys):
     assert "ba depth" in capsys.readouterr().out
     shutil.rmtree(bare)
     assert Path(run_dir / MESH_FILE).is_file()
+
+
+def test_eval_mesh_scores_a_saved_run(run_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("eval_mesh", Path(__file__).parents[1] / "evaluation" / "eval_mesh.py")
+    eval_mesh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_mesh)
+    out = tmp_path / "scores.json"
+    argv = ["synthetic:room", "--run", str(run_dir), "--end", str(FRAMES), "--size", f"{W}x{H}", "--seed", "3",
+            "--json", str(out)]
+    assert eval_mesh.main(argv) == 0
+    assert "F@5cm" in capsys.readouterr().out
+    rows = {r["input"]: r for r in json.loads(out.read_text())}
+    mesh = rows["run mesh (se3-aligned)"]
+    assert mesh["fscore"] > 0.9 and mesh["accuracy"] < 0.02, mesh
+    assert rows["run cloud (se3-aligned)"]["precision"] > 0.95
+    assert eval_mesh.main(["synthetic:room", "--run", str(run_dir), "--end", "4", "--size", f"{W}x{H}"]) == 2
+    assert "--start/--end/--stride" in capsys.readouterr().err

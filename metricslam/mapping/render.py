@@ -17,7 +17,7 @@ import torch
 from metricslam.geometry.camera import Intrinsics
 
 _NEAR = 1e-3  # metres; primitives closer to the camera are not drawn
-_CHUNK = 1 << 22  # candidate pixels processed at once (bounds memory)
+_CHUNK = 1 << 20  # candidate pixels processed at once (bounds memory to about 100 MB)
 MAX_SPLAT_PX = 8
 
 

@@ -5,7 +5,8 @@ so any number of DDP processes trains the same model. Random choices (RPNL crops
 batch (see transforms.ToItem): the losses themselves are deterministic.
 
 - rpnl_loss: random proposal normalisation. In each crop, prediction and ground truth are normalised by their
-  median and mean absolute deviation from the median (valid pixels), then compared with L1.
+  median and mean absolute deviation from the median (valid pixels), then compared with L1 (averaged over the
+  valid pixels of all crops).
 - silog_loss: mean(e^2) - lambda * mean(e)^2 with e = ln(pred) - ln(gt) (upstream's form, no square root).
   lambda = 1 is invariant to a global scale; the default 0.5 also penalises half of the scale error.
 - vnl_loss: virtual normals of random point triplets (from the unprojected depths) compared with L1; triplets
@@ -56,7 +57,11 @@ def _crop_pixels(x: torch.Tensor, batch_index: torch.Tensor, boxes: torch.Tensor
 
 
 def _normalise_rows(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """(x - median) / mean|x - median| of each row over ``mask`` (garbage elsewhere)."""
+    """(x - median) / mean|x - median| of each row over ``mask`` (garbage elsewhere).
+
+    Upstream treats the prediction's median as a constant for the gradient; here it is not, which keeps the
+    gradient itself blind to a shift of the crop (with a constant median it pulls the crop's mean around).
+    """
     med = torch.where(mask, x, torch.full_like(x, float("nan"))).nanmedian(dim=1).values
     med = torch.where(torch.isnan(med), torch.zeros_like(med), med)  # empty rows (skipped by the caller)
     centred = x - med[:, None]
@@ -66,9 +71,10 @@ def _normalise_rows(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) ->
 
 def rpnl_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, boxes: torch.Tensor,
               min_pixels: int = 16) -> torch.Tensor:
-    """(B,) random-proposal normalisation loss over the crops ``boxes`` (B, M, 4) [top, left, height, width];
-    crops with fewer than ``min_pixels`` valid pixels are skipped. Invariant to any positive scale and shift of
-    ``pred`` within each crop."""
+    """(B,) random-proposal normalisation loss over the crops ``boxes`` (B, M, 4) [top, left, height, width]:
+    the L1 of the normalised maps averaged over every valid pixel of every crop (a pixel in two crops counts
+    twice), as upstream. Crops with fewer than ``min_pixels`` valid pixels are skipped. Each crop's term is
+    invariant to any positive scale and shift of ``pred`` within that crop."""
     b, m = boxes.shape[:2]
     h, w = pred.shape[-2:]
     flat = boxes.reshape(-1, 4)
@@ -77,7 +83,7 @@ def rpnl_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, boxes: 
     # whole-image crop does not pad every small one to the full image.
     small = (flat[:, 2] <= h // 2) & (flat[:, 3] <= w // 2)
     loss_sum = pred.new_zeros(b)
-    used_sum = pred.new_zeros(b)
+    pixels = pred.new_zeros(b)
     for group in (small, ~small):
         if not bool(group.any()):
             continue
@@ -85,15 +91,13 @@ def rpnl_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, boxes: 
         p, inside = _crop_pixels(pred[:, 0], bi, bx)
         g, _ = _crop_pixels(gt[:, 0], bi, bx)
         v, _ = _crop_pixels(valid[:, 0], bi, bx)
-        mask = inside & v
-        count = mask.sum(1)
-        c = count.clamp_min(1).to(pred.dtype)
+        count = (inside & v).sum(1, keepdim=True)
+        mask = inside & v & (count >= min_pixels)
+        c = count.clamp_min(1).to(pred.dtype).squeeze(1)
         diff = (_normalise_rows(p, mask, c) - _normalise_rows(g, mask, c)).abs()
-        per_crop = torch.where(mask, diff, torch.zeros_like(diff)).sum(1) / c
-        used = count >= min_pixels
-        loss_sum = loss_sum.index_add(0, bi, torch.where(used, per_crop, torch.zeros_like(per_crop)))
-        used_sum = used_sum.index_add(0, bi, used.to(pred.dtype))
-    return loss_sum / used_sum.clamp_min(1)
+        loss_sum = loss_sum.index_add(0, bi, torch.where(mask, diff, torch.zeros_like(diff)).sum(1))
+        pixels = pixels.index_add(0, bi, mask.sum(1).to(pred.dtype))
+    return loss_sum / pixels.clamp_min(1)
 
 
 def _gather_points(depth: torch.Tensor, intrinsics: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

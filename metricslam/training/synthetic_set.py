@@ -24,7 +24,6 @@ import torch
 from metricslam.errors import InputError
 from metricslam.io.atomic import atomic_path, write_text_atomic
 from metricslam.io.images import write_depth_png, write_rgb
-from metricslam.io.synthetic import WORLDS, SyntheticSequence
 from metricslam.training.normals import depth_to_normals
 
 # (width, height): 4:3, 16:9, square, and a wide driving-camera crop.
@@ -65,7 +64,10 @@ def _world_seed(cfg: SyntheticSetConfig, camera_index: int) -> int:
     return 10_000 * cfg.seed + 1_000 * (cfg.split != "train") + camera_index
 
 
-def _sequence(scene: str, camera: SyntheticCamera, frames: int, seed: int) -> SyntheticSequence:
+def _sequence(scene: str, camera: SyntheticCamera, frames: int, seed: int):
+    # Imported here: the renderer loads Open3D, which nothing else in training needs.
+    from metricslam.io.synthetic import SyntheticSequence
+
     if scene == "room":
         speed = _ROOM_LOOP_FRACTION * 2 * np.pi / (0.04 * max(frames, 1))
     else:
@@ -85,6 +87,8 @@ def _write_normals(path: Path, normal: np.ndarray) -> None:
 
 def write_synthetic_set(out_dir: str | os.PathLike, cfg: SyntheticSetConfig | None = None) -> list[Path]:
     """Render the split and write one annotation file per scene type; returns their paths."""
+    from metricslam.io.synthetic import WORLDS
+
     cfg = cfg or SyntheticSetConfig()
     unknown = [s for s in cfg.scenes if s not in WORLDS]
     if unknown or not cfg.scenes or cfg.frames_per_camera < 1:

@@ -57,10 +57,14 @@ def plot_translation_error(rec: Reconstruction, gt: Trajectory, path: str | os.P
     ax.plot(times - t0, errors, color="tab:blue", lw=1.4, label=f"position error ({mode.upper()}-aligned)")
     ax.axhline(rmse, color="tab:red", lw=1.0, ls="--", label=f"RMSE {rmse:.3f} m")
     kf = rec.kf_timestamps - t0
-    ax.plot(kf, np.zeros_like(kf), "|", color="k", ms=8, label="keyframes")
+    ax.vlines(kf, 0, 0.05, transform=ax.get_xaxis_transform(), color="k", lw=1, label="keyframes")
     if not rec.tracked.all():
-        ax.fill_between(rec.timestamps - t0, 0, 1, where=~rec.tracked, step="mid", color="tab:orange", alpha=0.3,
-                        lw=0, transform=ax.get_xaxis_transform(), label="tracking lost")
+        edges = np.diff(np.concatenate([[0], (~rec.tracked).astype(np.int8), [0]]))
+        first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of lost frames
+        half = 0.5 * float(np.median(np.diff(rec.timestamps))) if rec.num_frames > 1 else 0.5
+        t = rec.timestamps - t0
+        ax.broken_barh(list(zip(t[first] - half, t[last] - t[first] + 2 * half)), (0, 1), color="tab:orange",
+                       alpha=0.3, transform=ax.get_xaxis_transform(), label="tracking lost")
     ax.set_xlabel("time [s]")
     ax.set_ylabel("error [m]")
     ax.set_ylim(bottom=0)
