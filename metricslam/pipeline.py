@@ -209,6 +209,15 @@ def run_metrics(rec: Reconstruction, gt: Trajectory, fps: float, seconds: float,
     }
 
 
+def rigid_poses(poses: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+    """(N,) True where a (N, 4, 4) pose is finite with an orthonormal, right-handed rotation."""
+    R = poses[:, :3, :3]
+    finite = np.isfinite(poses).all(axis=(1, 2))
+    R = np.where(finite[:, None, None], R, np.eye(3))
+    orthonormal = np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max(axis=(1, 2)) < tol
+    return finite & orthonormal & (np.linalg.det(R) > 0)
+
+
 def map_reconstruction(rec: Reconstruction, out: Path, config: MappingConfig
                        ) -> tuple[o3d.geometry.TriangleMesh | None, list[str]]:
     """The mapping step (metricslam.mapping.export.write_map): mesh, surface points, consistent cloud.
@@ -216,6 +225,11 @@ def map_reconstruction(rec: Reconstruction, out: Path, config: MappingConfig
     Returns the mesh and the files written. A map that cannot be built is reported and skipped: the trajectory is
     the run's main result and is already saved.
     """
+    rigid = rigid_poses(rec.kf_poses_wc)
+    if not rigid.all():
+        log.warning("mapping skipped: %d of %d keyframe poses are not rigid transforms (first: keyframe %d); the "
+                    "SLAM run failed there", int((~rigid).sum()), rec.num_keyframes, int(np.flatnonzero(~rigid)[0]))
+        return None, []
     if rec.num_keyframes < config.tsdf.min_weight:
         log.warning("mapping skipped: %d keyframe(s), the TSDF keeps surfaces seen by %g or more",
                     rec.num_keyframes, config.tsdf.min_weight)

@@ -17,7 +17,14 @@ from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import read_trajectory
 from metricslam.mapping.export import MappingConfig
 from metricslam.mapping.oracle import oracle_reconstruction
-from metricslam.pipeline import format_summary, map_reconstruction, prefetched, run_metrics, run_sequence
+from metricslam.pipeline import (
+    format_summary,
+    map_reconstruction,
+    prefetched,
+    rigid_poses,
+    run_metrics,
+    run_sequence,
+)
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.reconstruction import Reconstruction
 
@@ -186,3 +193,12 @@ def test_live_view_records_a_rerun_file(tmp_path):
     assert (tmp_path / "live.rrd").stat().st_size > 10_000  # poses, 8 images and keyframe points
     with pytest.raises(MetricSlamError, match="unknown viewer"):
         run_sequence(seq, tmp_path / "run2", cfg, progress=False, viz="vtk")
+
+
+def test_mapping_step_skips_broken_keyframe_poses(tmp_path, caplog):
+    seq = SyntheticSequence("room", frames=6, width=96, height=72, seed=3)
+    rec = oracle_reconstruction(seq, keyframe_every=2)
+    rec.kf_poses_wc[1, :3, :3] *= 1e-3  # a collapsed rotation, as a diverged BA can leave behind
+    assert rigid_poses(rec.kf_poses_wc).tolist() == [True, False, True]
+    assert map_reconstruction(rec, tmp_path, MappingConfig()) == (None, [])
+    assert "not rigid transforms (first: keyframe 1)" in caplog.text

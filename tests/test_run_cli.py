@@ -145,3 +145,23 @@ def test_error_exit_code_from_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "no such file or folder" in proc.stderr
+
+
+def test_run_with_metric3d_prior_and_random_checkpoint(room, tmp_path, capsys):
+    """--prior metric3d runs the network once per keyframe from a checkpoint given by --weights, and caches it."""
+    import torch
+
+    from metricslam.depth.models.metric3d import build_metric3d
+
+    torch.manual_seed(0)
+    weights = tmp_path / "random_convnext_tiny.pth"
+    torch.save({"model_state_dict": build_metric3d("convnext_tiny").state_dict()}, weights)
+    cache = tmp_path / "cache"
+    argv = ["run", str(room), "--out", str(tmp_path / "out"), "--prior", "metric3d", "--weights", str(weights),
+            "--variant", "convnext_tiny", "--end", "12", "--no-mesh", "--set", "prior.input_size=[64, 96]",
+            f"prior.cache_dir={cache}", "backend.final_iters=2"]
+    assert main(argv) == 0
+    metrics = _check_outputs(tmp_path / "out", 12)
+    assert metrics["prior"] == "metric3d" and metrics["metric"] is True
+    cached = sorted(cache.rglob("*.npz"))
+    assert len(cached) == metrics["num_keyframes"] >= 1
