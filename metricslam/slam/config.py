@@ -58,6 +58,9 @@ class FillerConfig:
 @dataclass
 class SlamConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # torch threads on CPU (0 = leave torch's setting). BA steps are many small tensor ops: one thread avoids
+    # hand-off stalls that made 2 threads several times slower on a busy 2-core machine; OpenCV keeps its own.
+    threads: int = 1
     image_area: int = 384 * 512  # processing resolution (pixels; aspect kept, cropped to a multiple of stride)
     upscale: bool = False  # allow processing above the input resolution
     stride: int = 8  # BA grid = processing resolution / stride

@@ -48,6 +48,22 @@ def pair_distance(store: KeyframeStore, intrinsics: torch.Tensor, i: list[int], 
     return 0.5 * (d[: len(i)] + d[len(i) :])
 
 
+def predicted_flows(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
+                    jj: torch.Tensor, stride: int) -> list[np.ndarray]:
+    """Processing-resolution flows (H, W, 2) from frame ii[e] to jj[e] predicted by poses and grid depths.
+
+    DIS starts from them so it can follow baselines larger than its own search range.
+    """
+    coords, valid = reproject(poses_cw, invdepths, intrinsics, ii, jj)
+    h, w = coords.shape[1:3]
+    grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
+    H, W = h * stride, w * stride
+    flow = torch.where(valid[..., None] & coords.isfinite(), (coords - grid) * stride, torch.zeros_like(coords))
+    # DIS indexes with its initial flow: keep it finite and within the image's reach.
+    flow = flow.clamp(-float(max(H, W)), float(max(H, W))).float().cpu().numpy()
+    return [cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow]
+
+
 class EdgeCache:
     """Targets and weights (h, w, 2) for directed keyframe pairs, keyed by (uid_i, uid_j)."""
 
@@ -67,14 +83,7 @@ class EdgeCache:
         """Full-resolution flows predicted by the current poses and depths, for both directions of each pair."""
         ii = torch.tensor([p[0] for p in pairs] + [p[1] for p in pairs], dtype=torch.long, device=store.device)
         jj = torch.tensor([p[1] for p in pairs] + [p[0] for p in pairs], dtype=torch.long, device=store.device)
-        coords, valid = reproject(store.poses, store.invdepth, self.intrinsics, ii, jj)
-        h, w = coords.shape[1:3]
-        grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
-        H, W = h * self.stride, w * self.stride
-        flow = torch.where(valid[..., None] & coords.isfinite(), (coords - grid) * self.stride, torch.zeros_like(coords))
-        # DIS indexes with its initial flow: keep it finite and within the image's reach.
-        flow = flow.clamp(-float(max(H, W)), float(max(H, W))).float().cpu().numpy()
-        full = [cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow]
+        full = predicted_flows(store.poses, store.invdepth, self.intrinsics, ii, jj, self.stride)
         n = len(pairs)
         return [(full[k], full[n + k]) for k in range(n)]
 

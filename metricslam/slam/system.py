@@ -22,7 +22,7 @@ from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
-from metricslam.slam.graph import EdgeCache
+from metricslam.slam.graph import EdgeCache, predicted_flows
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.video import KeyframeStore
@@ -54,6 +54,8 @@ class Slam:
             from metricslam.errors import MetricSlamError
 
             raise MetricSlamError(f"correspondence '{cfg.correspondence}' is not available; use classical")
+        if self.device.type == "cpu" and cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         self._size, self._camera = processing_camera(frame.intrinsics, cfg.image_area, cfg.stride, cfg.upscale)
         self.grid_camera = self._camera.scaled(1.0 / cfg.stride)
         self.grid_intrinsics = torch.tensor(self.grid_camera.params, dtype=torch.float64, device=self.device)
@@ -81,7 +83,12 @@ class Slam:
             self._add_keyframe(f, g, torch.eye(4, dtype=torch.float64, device=self.device))
             return
         k = len(self.store) - 1
-        targets, weights, mean_flow = self.corr.track(self.store.grey[k], g)
+        guess = self._predict(k)
+        both = torch.stack([self.store.poses[k], guess])
+        init = predicted_flows(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
+                               torch.tensor([0], device=self.device), torch.tensor([1], device=self.device),
+                               self.config.stride)[0]
+        targets, weights, mean_flow = self.corr.track(self.store.grey[k], g, init)
         tw = torch.from_numpy(targets).to(self.device)
         ww = torch.from_numpy(weights).to(self.device)
         confident = float((ww[..., 0] > 0.5).float().mean())
@@ -89,7 +96,7 @@ class Slam:
         if confident < self.config.tracking.min_confident:
             self._on_failure(f, g, prev, confident)
             return
-        pose = refine_pose(self._predict(k), self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
+        pose = refine_pose(guess, self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
                            self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), tw[None],
                            ww[None], iters=self.config.tracking.iters, options=self._track_opts)
         if not self._plausible(pose, k):

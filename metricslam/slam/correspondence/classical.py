@@ -115,10 +115,12 @@ class ClassicalCorrespondence:
         t_ji, w_ji = self._targets(grey_j, grey_i, bw, fw)
         return t_ij, w_ij, t_ji, w_ji
 
-    def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray, init: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, float]:
         """Correspondences keyframe -> frame for tracking: targets (h, w, 2), weights (h, w, 2) and the mean
-        flow magnitude in grid pixels (the motion filter's measure). One fast flow, no backward check."""
-        fw = self.filter_flow(grey_kf, grey_frame)
+        flow magnitude in grid pixels (the motion filter's measure). One fast flow (optionally started from a
+        predicted flow ``init``), no backward check."""
+        fw = self.filter_flow(grey_kf, grey_frame, init)
         conf = block_mean(self._confidence(grey_kf, grey_frame, fw), self.stride).astype(np.float32)
         mean_flow = float(np.linalg.norm(block_mean(fw, self.stride), axis=-1).mean()) / self.stride
         return self._grid_targets(fw), np.repeat(conf[..., None], 2, axis=-1), mean_flow
