@@ -165,3 +165,13 @@ def test_run_with_metric3d_prior_and_random_checkpoint(room, tmp_path, capsys):
     assert metrics["prior"] == "metric3d" and metrics["metric"] is True
     cached = sorted(cache.rglob("*.npz"))
     assert len(cached) == metrics["num_keyframes"] >= 1
+
+
+def test_demo_runs_the_pipeline_on_a_rendered_room(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "12", "--width", "128", "--height", "96", "--no-mesh",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "ATE" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_frames"] == 12 and metrics["prior"] == "simulated"

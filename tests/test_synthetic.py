@@ -211,15 +211,11 @@ def test_write_sequence_round_trip(tmp_path):
     assert not list(out.rglob(".*"))  # no temporary files left behind
 
 
-def test_cli_synth_and_demo(tmp_path, capsys):
+def test_cli_synth(tmp_path, capsys):
     assert main(["synth", "--scene", "room", "--frames", "2", "--width", "48", "--height", "32", "--fx", "40",
                  "--out", str(tmp_path / "s")]) == 0
     assert sorted(p.name for p in (tmp_path / "s" / "images").iterdir()) == ["00000.png", "00001.png"]
     assert np.loadtxt(tmp_path / "s" / "K.txt")[0, 0] == 40
-    assert main(["demo", "--out", str(tmp_path / "d"), "--frames", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "320x240" in printed and "path length" in printed and "depth" in printed
-    assert (tmp_path / "d" / "sequence" / "poses.txt").is_file()
     assert main(["synth", "--scene", "room", "--frames", "0", "--out", str(tmp_path / "x")]) == 2
     assert "frames" in capsys.readouterr().err
 

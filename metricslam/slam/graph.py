@@ -67,8 +67,9 @@ def predicted_flows(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics:
 class EdgeCache:
     """Targets and weights (h, w, 2) for directed keyframe pairs, keyed by (uid_i, uid_j)."""
 
-    def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int):
+    def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int, gate_px: float = 2.0):
         self.corr = corr
+        self.gate_px = gate_px
         self.intrinsics = grid_intrinsics
         self.stride = stride
         self.data: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -79,16 +80,13 @@ class EdgeCache:
     def __len__(self) -> int:
         return len(self.data)
 
-    def _initial_flows(self, store: KeyframeStore, pairs: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Full-resolution flows predicted by the current poses and depths, for both directions of each pair."""
-        ii = torch.tensor([p[0] for p in pairs] + [p[1] for p in pairs], dtype=torch.long, device=store.device)
-        jj = torch.tensor([p[1] for p in pairs] + [p[0] for p in pairs], dtype=torch.long, device=store.device)
-        full = predicted_flows(store.poses, store.invdepth, self.intrinsics, ii, jj, self.stride)
-        n = len(pairs)
-        return [(full[k], full[n + k]) for k in range(n)]
-
     def add(self, store: KeyframeStore, pairs: list[tuple[int, int]], predict: bool = True) -> None:
-        """Compute correspondences for the pairs (keyframe indices) not cached yet, both directions."""
+        """Compute correspondences for the pairs (keyframe indices) not cached yet, both directions.
+
+        Flow starts from the current poses' prediction when ``predict``. Either way, a target far from that
+        prediction (beyond ``gate_px`` grid pixels) loses weight: flow that failed on a whole region (periodic
+        texture, a large baseline) can be forward-backward consistent, and no kernel on single pixels removes it.
+        """
         todo = []
         for i, j in pairs:
             key = (int(store.uid[i]), int(store.uid[j]))
@@ -96,13 +94,21 @@ class EdgeCache:
                 todo.append((i, j))
         if not todo:
             return
-        inits = self._initial_flows(store, todo) if predict else [(None, None)] * len(todo)
-        for (i, j), (init_ij, init_ji) in zip(todo, inits):
+        n = len(todo)
+        dev = store.device
+        ii = torch.tensor([p[0] for p in todo] + [p[1] for p in todo], dtype=torch.long, device=dev)
+        jj = torch.tensor([p[1] for p in todo] + [p[0] for p in todo], dtype=torch.long, device=dev)
+        predicted, valid = reproject(store.poses, store.invdepth, self.intrinsics, ii, jj)
+        inits = predicted_flows(store.poses, store.invdepth, self.intrinsics, ii, jj, self.stride) if predict else None
+        for e, (i, j) in enumerate(todo):
+            init_ij, init_ji = (inits[e], inits[n + e]) if inits is not None else (None, None)
             t_ij, w_ij, t_ji, w_ji = self.corr.pair(store.grey[i], store.grey[j], init_ij, init_ji)
             ui, uj = int(store.uid[i]), int(store.uid[j])
-            dev = store.device
-            self.data[(ui, uj)] = (torch.from_numpy(t_ij).to(dev), torch.from_numpy(w_ij).to(dev))
-            self.data[(uj, ui)] = (torch.from_numpy(t_ji).to(dev), torch.from_numpy(w_ji).to(dev))
+            for key, t, w, p in ((ui, uj), t_ij, w_ij, e), ((uj, ui), t_ji, w_ji, n + e):
+                t = torch.from_numpy(t).to(dev)
+                miss = (t - predicted[p].to(t.dtype)).norm(dim=-1) / self.gate_px
+                gate = torch.where(valid[p], 1.0 / (1.0 + miss * miss), torch.ones_like(miss))
+                self.data[key] = (t, torch.from_numpy(w).to(dev) * gate[..., None])
 
     def drop(self, uid: int) -> None:
         for key in [k for k in self.data if uid in k]:
