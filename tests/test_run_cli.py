@@ -163,8 +163,9 @@ def test_run_with_metric3d_prior_and_random_checkpoint(room, tmp_path, capsys):
     assert main(argv) == 0
     metrics = _check_outputs(tmp_path / "out", 12)
     assert metrics["prior"] == "metric3d" and metrics["metric"] is True
+    # One prediction per keyframe made (some may later be removed as redundant), not one per frame.
     cached = sorted(cache.rglob("*.npz"))
-    assert len(cached) == metrics["num_keyframes"] >= 1
+    assert metrics["num_keyframes"] <= len(cached) < 12
 
 
 def test_demo_runs_the_pipeline_on_a_rendered_room(tmp_path, capsys):

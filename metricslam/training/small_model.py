@@ -29,9 +29,9 @@ class SmallModelConfig:
     feature_channels: int = 64
     unet_width: int = 32
     num_bins: int = 128
-    # Canonical metres covered by the bins: wider than the released (0.3, 150) so that the same network can also
-    # regress the metric depths of the no-CSTM ablation and canonical depths of short focal lengths.
-    depth_range: tuple[float, float] = (0.1, 600.0)
+    # Canonical metres covered by the bins: twice the released (0.3, 150), since short focal lengths (300 px)
+    # make the canonical depth of an 80 m LiDAR-range label about 270.
+    depth_range: tuple[float, float] = (0.3, 300.0)
 
 
 class SmallConvNextHourglass(ConvNextHourglass):

@@ -1,8 +1,9 @@
 """A multi-camera training set rendered from the synthetic worlds, written as Metric3D annotation files.
 
 Each camera (a focal length from about 300 to 1500 px on one of several small sensors) looks at its own instance
-of each scene type (indoor room, outdoor street) from a few poses spread along a trajectory. One data set per
-scene type is written, so the trainer can balance indoor and outdoor:
+of each scene type: indoors, across a furnished room from random spots near its walls (floor, furniture and far
+walls in view); outdoors, forward along a street from a driving trajectory. One data set per scene type is
+written, so the trainer can balance indoor and outdoor:
 
     OUT/room/annotation.json, OUT/room/{rgb,depth,normal}/cam03_0002.png, ...   (same for street)
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from metricslam.errors import InputError
+from metricslam.geometry.camera import Intrinsics
 from metricslam.io.atomic import atomic_path, write_text_atomic
 from metricslam.io.images import write_depth_png, write_rgb
 from metricslam.training.normals import depth_to_normals
@@ -30,9 +32,13 @@ from metricslam.training.normals import depth_to_normals
 SENSORS: tuple[tuple[int, int], ...] = ((160, 120), (192, 108), (144, 144), (224, 80))
 TRAIN_FOCALS: tuple[float, ...] = (300, 360, 430, 520, 620, 750, 900, 1080, 1250, 1500)
 HELD_OUT_FOCALS: tuple[float, ...] = (330, 470, 680, 980, 1370)
-# Room loop: 0.04 rad per frame at speed 1 (see io.synthetic.room); street: about 1 m per frame.
-_ROOM_LOOP_FRACTION = 0.9
+# Street frames about 4 m apart (1 m per frame at speed 1, see io.synthetic.street).
 _STREET_STEP_SPEED = 4.0
+# Indoor viewpoints (room of 6 x 5 x 3 m, see io.synthetic.room): eye positions inside this box, looking at a
+# point around the room centre, tilted down so that the floor is in view.
+_ROOM_EYE_BOX = ((0.7, 5.3), (0.6, 4.4), (1.1, 1.8))
+_ROOM_CENTRE, _ROOM_TARGET_SPREAD = np.array([3.0, 2.5]), np.array([1.2, 0.9])
+_ROOM_PITCH = (-0.45, -0.1)
 
 
 @dataclass
@@ -64,16 +70,38 @@ def _world_seed(cfg: SyntheticSetConfig, camera_index: int) -> int:
     return 10_000 * cfg.seed + 1_000 * (cfg.split != "train") + camera_index
 
 
-def _sequence(scene: str, camera: SyntheticCamera, frames: int, seed: int):
+def _room_poses(frames: int, seed: int) -> np.ndarray:
+    """(frames, 4, 4) T_wc looking across the room from random eye points."""
+    from metricslam.io.synthetic.poses import look_poses
+
+    rng = np.random.default_rng([seed, 7])
+    eye = np.stack([rng.uniform(lo, hi, frames) for lo, hi in _ROOM_EYE_BOX], axis=1)
+    target = _ROOM_CENTRE + rng.uniform(-1, 1, (frames, 2)) * _ROOM_TARGET_SPREAD
+    away = target - eye[:, :2]
+    # Eyes that happen to be near the target look at the opposite side instead of at the floor at their feet.
+    flip = np.linalg.norm(away, axis=1) < 1.0
+    away[flip] = _ROOM_CENTRE - eye[flip, :2] + 1e-3
+    yaw = np.arctan2(away[:, 1], away[:, 0])
+    return look_poses(eye, yaw, rng.uniform(*_ROOM_PITCH, frames), rng.uniform(-0.03, 0.03, frames))
+
+
+def _views(scene: str, camera: SyntheticCamera, frames: int, seed: int):
+    """Yield (rgb, depth, intrinsics, depth PNG scale) of ``frames`` views of one world instance."""
     # Imported here: the renderer loads Open3D, which nothing else in training needs.
-    from metricslam.io.synthetic import SyntheticSequence
+    from metricslam.io.synthetic import SyntheticSequence, make_world, render
 
     if scene == "room":
-        speed = _ROOM_LOOP_FRACTION * 2 * np.pi / (0.04 * max(frames, 1))
-    else:
-        speed = _STREET_STEP_SPEED
-    return SyntheticSequence(scene, frames=frames, width=camera.width, height=camera.height, fx=camera.focal,
-                             seed=seed, speed=speed)
+        world, _ = make_world("room", 1, seed=seed)
+        w, h = camera.width, camera.height
+        K = Intrinsics(camera.focal, camera.focal, (w - 1) / 2, (h - 1) / 2, w, h)  # as SyntheticSequence's
+        for pose in _room_poses(frames, seed):
+            rgb, depth = render(world, pose, K)
+            yield rgb, depth, K, world.depth_scale
+        return
+    seq = SyntheticSequence(scene, frames=frames, width=camera.width, height=camera.height, fx=camera.focal,
+                            seed=seed, speed=_STREET_STEP_SPEED)
+    for frame in seq:
+        yield frame.rgb, frame.depth, seq.intrinsics, seq.depth_scale
 
 
 def _write_normals(path: Path, normal: np.ndarray) -> None:
@@ -100,15 +128,14 @@ def write_synthetic_set(out_dir: str | os.PathLike, cfg: SyntheticSetConfig | No
         root = out / scene
         files = []
         for k, cam in enumerate(cameras_for(cfg)):
-            seq = _sequence(scene, cam, cfg.frames_per_camera, _world_seed(cfg, k))
-            K = seq.intrinsics
-            for frame in seq:
-                stem = f"cam{k:02d}_{frame.index:04d}"
-                depth = np.where(frame.depth <= cfg.max_depth, frame.depth, 0).astype(np.float32)
-                entry = {"rgb": f"rgb/{stem}.png", "depth": f"depth/{stem}.png", "depth_scale": seq.depth_scale,
+            views = _views(scene, cam, cfg.frames_per_camera, _world_seed(cfg, k))
+            for i, (rgb, depth, K, depth_scale) in enumerate(views):
+                stem = f"cam{k:02d}_{i:04d}"
+                depth = np.where(depth <= cfg.max_depth, depth, 0).astype(np.float32)
+                entry = {"rgb": f"rgb/{stem}.png", "depth": f"depth/{stem}.png", "depth_scale": depth_scale,
                          "cam_in": [K.fx, K.fy, K.cx, K.cy]}
-                write_rgb(root / entry["rgb"], frame.rgb)
-                write_depth_png(root / entry["depth"], depth, seq.depth_scale)
+                write_rgb(root / entry["rgb"], rgb)
+                write_depth_png(root / entry["depth"], depth, depth_scale)
                 if cfg.normals:
                     entry["normal"] = f"normal/{stem}.png"
                     d = torch.from_numpy(depth)[None, None]
