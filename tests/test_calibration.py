@@ -8,8 +8,8 @@ import pytest
 
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_calibration, read_kitti_projections, read_sensor_yaml
+from shared_paths import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CALIB_FILES = sorted(p for p in (DATA / "calib").glob("*.txt") if p.name != "SOURCE_COMMIT.txt")
 EUROC_YAML = DATA / "euroc_v1_01_micro" / "mav0" / "cam0" / "sensor.yaml"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")

@@ -16,9 +16,10 @@ from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.errors import InputError
 from metricslam.io.images import read_depth
 from metricslam.io.ply import write_ply
+from shared_paths import DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT.parent / "shared" / "data" / "metric3d_demo"
+DEMO = DATA / "metric3d_demo"
 NYU_IMAGE = DEMO / "data" / "nyu_demo" / "rgb" / "rgb_00000.jpg"
 NYU_CAM = ["--fx", "518.8579", "--fy", "519.46961", "--cx", "325.58245", "--cy", "253.73617"]
 SMALL = ["--input-size", "56", "84", "--device", "cpu"]

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from metricslam.errors import WeightsError
 from metricslam.slam.correspondence.droid import (DroidNet, convex_upsample, load_droid_weights, motion_features,
                                                   pixel_grid, upsample_field)
+from shared_paths import SPEC as SPEC_DIR
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "droid_net_state_dict.tsv"
+SPEC = SPEC_DIR / "droid_net_state_dict.tsv"
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ from metricslam.depth.models.convnext import LayerNorm2d
 from metricslam.depth.models.hourglass import conv_bn, depth_bins
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.errors import InputError
+from shared_paths import SPEC as SPEC_DIR
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 SPEC_FILES = {
     "convnext_tiny": "metric3d_convtiny_state_dict.tsv",
     "convnext_large": "metric3d_convlarge_state_dict.tsv",

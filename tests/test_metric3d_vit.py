@@ -11,8 +11,8 @@ from metricslam.depth.models.dinov2 import DinoVisionTransformer
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE, VIT_CONFIGS, DinoRaftDPT
 from metricslam.errors import MetricSlamError
+from shared_paths import SPEC as SPEC_DIR
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 SPEC_FILES = {
     "vit_small": "metric3d_vits_state_dict.tsv",
     "vit_large": "metric3d_vitl_state_dict.tsv",

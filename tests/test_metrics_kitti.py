@@ -10,8 +10,9 @@ import torch
 from metricslam.geometry import se3
 from metricslam.io.trajectory import read_trajectory
 from metricslam.metrics.kitti import SEGMENT_LENGTHS, kitti_odometry_error, path_distances, segment_errors
+from shared_paths import DATA
 
-KITTI_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "trajectories" / "kitti_odom_eval"
+KITTI_EVAL = DATA / "trajectories" / "kitti_odom_eval"
 STEP_M = 0.25  # exact in binary, so path distances are exact and segment ends are known in closed form
 N = 4001  # 1000 m
 

@@ -16,8 +16,9 @@ from metricslam.errors import InputError
 from metricslam.geometry import se3
 from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import align, associate, ate, evaluate_trajectory, rpe, scale_error
+from shared_paths import DATA
 
-EVO_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trajectories" / "evo_test_data"
+EVO_DATA = DATA / "trajectories" / "evo_test_data"
 EVO_APE = Path(sys.executable).with_name("evo_ape")
 
 

@@ -27,8 +27,9 @@ from metricslam.depth.predictor import (
 from metricslam.errors import InputError, MetricSlamError, WeightsError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.frame import Frame
+from shared_paths import DATA
 
-DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "metric3d_demo"
+DEMO = DATA / "metric3d_demo"
 ROOT = Path(__file__).resolve().parents[1]
 
 

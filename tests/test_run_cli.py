@@ -15,8 +15,9 @@ from metricslam.config import load_config
 from metricslam.io.synthetic import SyntheticSequence, write_sequence
 from metricslam.io.trajectory import read_trajectory
 from metricslam.slam.config import SlamConfig
+from shared_paths import DATA
 
-HOLOLENS = Path("/work/shared/data/hololens_000")
+HOLOLENS = DATA / "hololens_000"
 FRAMES = 30
 METRIC_KEYS = ("ate_se3_rmse_m", "ate_sim3_rmse_m", "sim3_scale", "rpe_trans_rmse_m", "num_frames", "num_keyframes",
                "fps", "kitti_t_err_pct", "kitti_r_err_deg_per_100m", "prior", "metric", "events", "scale_note")
@@ -75,7 +76,7 @@ def test_run_without_prior_is_monocular_with_a_note(room, tmp_path, capsys):
     assert not (out / "mesh.ply").exists()
 
 
-@pytest.mark.skipif(not HOLOLENS.is_dir(), reason="shared data folder /work/shared/data/hololens_000 not present")
+@pytest.mark.skipif(not HOLOLENS.is_dir(), reason="shared data folder hololens_000 not present")
 def test_run_hololens_sensor_prior(tmp_path, capsys):
     out = tmp_path / "holo"
     config = Path(__file__).parents[1] / "configs/slam/hololens.yaml"

@@ -17,8 +17,8 @@ from metricslam.io.sequences import Sequence, detect_layout, open_sequence
 from metricslam.io.sequences.association import associate_nearest, interpolate_poses
 from metricslam.io.sequences.tum import FREIBURG
 from metricslam.io.trajectory import Trajectory, read_trajectory, write_kitti, write_matrix, write_tum
+from shared_paths import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HOLO = DATA / "hololens_000"
 EUROC = DATA / "euroc_v1_01_micro"
 KITTI_GT = DATA / "trajectories" / "kitti_odom_eval" / "dataset" / "kitti_odom" / "gt_poses" / "00.txt"

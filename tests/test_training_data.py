@@ -19,8 +19,9 @@ from metricslam.training.transforms import (
     AugmentConfig, Compose, CSTMImage, CSTMLabel, PhotometricDistortion, RandomCrop, RandomFlip, RandomResize,
     ToItem, build_pipeline,
 )
+from shared_paths import DATA
 
-DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "metric3d_demo" / "data"
+DEMO = DATA / "metric3d_demo" / "data"
 PLANE_N, PLANE_C = np.array([0.3, 0.2, 1.0]), 4.0  # the plane n . X = c
 
 

@@ -10,8 +10,8 @@ import torch
 from metricslam.errors import InputError
 from metricslam.geometry import se3
 from metricslam.io.trajectory import Trajectory, detect_format, read_trajectory, write_trajectory
+from shared_paths import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVO_DATA = DATA / "trajectories" / "evo_test_data"
 
 
