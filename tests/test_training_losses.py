@@ -1,6 +1,5 @@
 """Training losses: invariances (RPNL per crop, SILog global scale), a loop reference for RPNL, VNL geometry."""
 import numpy as np
-import pytest
 import torch
 
 from metricslam.training.losses import (

@@ -34,11 +34,12 @@ TRAIN_FOCALS: tuple[float, ...] = (300, 360, 430, 520, 620, 750, 900, 1080, 1250
 HELD_OUT_FOCALS: tuple[float, ...] = (330, 470, 680, 980, 1370)
 # Street frames about 4 m apart (1 m per frame at speed 1, see io.synthetic.street).
 _STREET_STEP_SPEED = 4.0
-# Indoor viewpoints (room of 6 x 5 x 3 m, see io.synthetic.room): eye positions inside this box, looking at a
-# point around the room centre, tilted down so that the floor is in view.
-_ROOM_EYE_BOX = ((0.7, 5.3), (0.6, 4.4), (1.1, 1.8))
+# Indoor viewpoints (room of 6 x 5 x 3 m, see io.synthetic.room): a hand-held rig at chest height, tilted down
+# so that the floor is in view (as a car-mounted camera outdoors, a consistent height and tilt), from spots inside
+# this box, looking at a point around the room centre.
+_ROOM_EYE_BOX = ((0.7, 5.3), (0.6, 4.4), (1.4, 1.6))
 _ROOM_CENTRE, _ROOM_TARGET_SPREAD = np.array([3.0, 2.5]), np.array([1.2, 0.9])
-_ROOM_PITCH = (-0.45, -0.1)
+_ROOM_PITCH = (-0.3, -0.2)
 
 
 @dataclass
