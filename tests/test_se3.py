@@ -152,3 +152,17 @@ def test_pose7_round_trip():
     p2 = p.clone()
     p2[:, 3:] *= 3.0
     torch.testing.assert_close(se3.pose7_to_matrix(p2), T, atol=1e-12, rtol=0)
+
+
+def test_orthonormalise_restores_a_rotation_and_keeps_rigid_poses():
+    T = se3.se3_exp(torch.randn(5, 6, dtype=torch.float64))
+    assert torch.allclose(se3.orthonormalise(T), T, atol=1e-12)
+    # Repeated constant-velocity extrapolation drifts off SO(3) without the projection.
+    drifted = T.clone()
+    drifted[:, :3, :3] *= 1.01
+    drifted[:, 0, 1] += 0.02
+    fixed = se3.orthonormalise(drifted)
+    R = fixed[:, :3, :3]
+    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3, dtype=R.dtype).expand_as(R), atol=1e-12)
+    assert torch.allclose(torch.det(R), torch.ones(5, dtype=R.dtype))
+    assert torch.allclose(fixed[:, :3, 3], drifted[:, :3, 3])

@@ -114,6 +114,19 @@ def inverse(T: torch.Tensor) -> torch.Tensor:
     return from_rt(Rt, -(Rt @ T[..., :3, 3:4])[..., 0])
 
 
+def orthonormalise(T: torch.Tensor) -> torch.Tensor:
+    """The nearest rigid transforms (..., 4, 4): rotation blocks projected onto SO(3) (polar decomposition).
+
+    Products such as the constant-velocity prediction T1 T0^-1 T1 amplify rounding off SO(3) geometrically
+    (by about 4x per frame), and ``inverse`` assumes R^-1 = R^T; re-projecting keeps chained poses rigid.
+    """
+    U, _, Vh = torch.linalg.svd(T[..., :3, :3])
+    # Flip the last singular direction where needed so the result is a rotation, not a reflection.
+    d = torch.det(U @ Vh)
+    U = torch.cat([U[..., :2], U[..., 2:] * d[..., None, None]], dim=-1)
+    return from_rt(U @ Vh, T[..., :3, 3])
+
+
 def compose(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """A @ B for rigid transforms."""
     return A @ B

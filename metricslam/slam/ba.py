@@ -368,7 +368,7 @@ def dense_ba(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrin
     poses_out = poses_cw.clone()
     if not opts.depth_only:
         poses[:, :3, 3] /= scale
-        poses_out[~fixed_mask] = poses[~fixed_mask]
+        poses_out[~fixed_mask] = se3.orthonormalise(poses[~fixed_mask])
     invdepths_out = invdepths.clone() if opts.motion_only else d * scale
     return poses_out, invdepths_out
 

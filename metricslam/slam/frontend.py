@@ -63,9 +63,7 @@ class Frontend:
         """Temporal edges from keyframe k to its predecessors and proximity edges inside the window."""
         cfg = self.config
         lo = max(self.segment_start, k - cfg.window + 1)
-        # Temporal neighbours are close enough for flow on its own; a prediction from a poor initial pose could
-        # lock flow onto a wrong, self-consistent match (periodic texture), so only far pairs start from one.
-        self.edges.add(self.store, [(i, k) for i in range(max(lo, k - cfg.radius), k)], predict=False)
+        self.edges.add(self.store, [(i, k) for i in range(max(lo, k - cfg.radius), k)])
         older = list(range(lo, k - cfg.radius))
         if older:
             d = pair_distance(self.store, self.intrinsics, older, [k] * len(older))

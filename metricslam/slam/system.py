@@ -124,7 +124,7 @@ class Slam:
         poses = [r.rel @ self.store.poses[self.store.index_of(r.ref_uid)] for r in recent]
         if len(poses) < 2:
             return poses[-1]
-        return poses[1] @ se3.inverse(poses[0]) @ poses[1]
+        return se3.orthonormalise(poses[1] @ se3.inverse(poses[0]) @ poses[1])
 
     def _on_failure(self, f: Frame, g: np.ndarray, prev: FrameRecord, confident: float) -> None:
         self._failures += 1
