@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Render a synthetic furnished room, run metric SLAM with the simulated "
                                           "metric depth prior, print the metrics and write all outputs to --out.")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--frames", type=int, default=150, help="number of frames (default 150)")
-    p.add_argument("--width", type=int, default=320, help="image width (default 320)")
-    p.add_argument("--height", type=int, default=240, help="image height (default 240)")
+    p.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
+    p.add_argument("--width", type=int, default=512, help="image width (default 512)")
+    p.add_argument("--height", type=int, default=384, help="image height (default 384)")
     p.add_argument("--seed", type=int, default=0, help="room and trajectory seed (default 0)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="SLAM config overrides, e.g. --set frontend.window=12")

@@ -118,7 +118,8 @@ def _residuals(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torc
     r = targets - project(Xj, intrinsics, dim=1)
     wt = weights * (Xj[:, 2] > opts.min_depth)[:, None]
     if opts.robust != "none":
-        wt = wt * robust_weight(r.norm(dim=1), opts.robust, opts.robust_px)[:, None]
+        # (r * r).sum().sqrt() rather than norm(dim=1): torch's strided vector norm is ~30x slower on CPU here.
+        wt = wt * robust_weight((r * r).sum(1).sqrt(), opts.robust, opts.robust_px)[:, None]
     sw = (opts.weight_scale * wt).sqrt()
     Jd = depth_jacobian(Xj, T[:, :3, 3], intrinsics, dim=1)
     return _Residuals(A=A, Xj=Xj, sw=sw, swr=sw * r, swJd=sw * Jd)

@@ -35,7 +35,7 @@ def optimise(
     poses, invdepth = dense_ba(
         store.poses[idx], store.invdepth[idx], intrinsics, ii, jj, targets, weights,
         prior_invdepth=store.prior_invdepth[idx], prior_conf=store.prior_conf[idx], fixed=fixed, iters=iters,
-        options=options,
+        options=options, eta=getattr(edges, "damping", None),
     )
     if not (bool(torch.isfinite(poses).all()) and bool(torch.isfinite(invdepth).all())):
         log.warning("bundle adjustment diverged over keyframes %d..%d; keeping the previous state",

@@ -50,10 +50,10 @@ class Slam:
     # -- set-up on the first frame -------------------------------------------------------------------------
     def _start(self, frame: Frame) -> None:
         cfg = self.config
-        if cfg.correspondence != "classical":
+        if cfg.correspondence not in ("classical", "droid"):
             from metricslam.errors import MetricSlamError
 
-            raise MetricSlamError(f"correspondence '{cfg.correspondence}' is not available; use classical")
+            raise MetricSlamError(f"correspondence '{cfg.correspondence}' is not available; use classical or droid")
         if self.device.type == "cpu" and cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self._size, self._camera = processing_camera(frame.intrinsics, cfg.image_area, cfg.stride, cfg.upscale)
@@ -61,8 +61,18 @@ class Slam:
         self.grid_intrinsics = torch.tensor(self.grid_camera.params, dtype=torch.float64, device=self.device)
         grid_hw = (self._camera.height // cfg.stride, self._camera.width // cfg.stride)
         self.store = KeyframeStore(grid_hw, self.device)
-        self.corr = ClassicalCorrespondence(cfg.flow, cfg.stride)
-        self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
+        if cfg.correspondence == "droid":
+            # Imported here: only this mode needs the network.
+            from metricslam.slam.correspondence.droid.edges import DroidEdges
+            from metricslam.slam.correspondence.droid.tracker import DroidTracker
+            from metricslam.slam.correspondence.droid.weights import load_droid_weights
+
+            model = load_droid_weights(cfg.droid_weights or "droid", self.device)
+            self.corr = DroidTracker(model, cfg.stride)
+            self.edges = DroidEdges(model, self.grid_intrinsics, cfg.ba.eta)
+        else:
+            self.corr = ClassicalCorrespondence(cfg.flow, cfg.stride)
+            self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
         self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba, self.grid_intrinsics)
         self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba, self.grid_intrinsics)
         self._track_opts = cfg.ba

@@ -8,6 +8,7 @@ convention: x_grid = (x + 0.5) / stride - 0.5), so block-averaged flow is the fl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -55,14 +56,26 @@ class DenseFlow:
 
 
 def block_mean(x: np.ndarray, stride: int) -> np.ndarray:
-    """Average over stride x stride blocks (H, W[, C]) -> (H/stride, W/stride[, C])."""
+    """Average over stride x stride blocks (H, W[, C]) -> (H/stride, W/stride[, C]); partial blocks are dropped."""
     h, w = x.shape[0] // stride, x.shape[1] // stride
     x = x[: h * stride, : w * stride]
+    if x.dtype in (np.float32, np.float64) and (x.ndim == 2 or x.shape[2] <= 4):
+        # Area interpolation by an integer factor is the exact block mean, and far faster than numpy's reduction.
+        return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
     return x.reshape(h, stride, w, stride, *x.shape[2:]).mean(axis=(1, 3))
 
 
 def _warp(img: np.ndarray, map_xy: np.ndarray) -> np.ndarray:
     return cv2.remap(img, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+    """(H, W, 2) float32 pixel coordinates (x, y); cached because every flow of a run has the same size."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid = np.stack([xs, ys], axis=-1)
+    grid.flags.writeable = False
+    return grid
 
 
 class ClassicalCorrespondence:
@@ -74,12 +87,11 @@ class ClassicalCorrespondence:
         self.flow = DenseFlow(self.config.preset)
         self.filter_flow = DenseFlow(self.config.filter_preset)
 
-    def _confidence(self, grey_i: np.ndarray, grey_j: np.ndarray, fw: np.ndarray) -> np.ndarray:
-        """Per-pixel confidence (H, W) of flow fw (i -> j) from photometric agreement and image bounds."""
+    def _confidence(self, grey_i: np.ndarray, warped_j: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        """Per-pixel confidence (H, W) of a flow with targets ``tgt`` from photometric agreement (``warped_j``:
+        image j sampled at the targets, float32) and image bounds."""
         H, W = grey_i.shape
-        ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-        tgt = np.stack([xs, ys], axis=-1) + fw
-        photo = np.abs(grey_i.astype(np.float32) - _warp(grey_j.astype(np.float32), tgt))
+        photo = np.abs(grey_i.astype(np.float32) - warped_j)
         b = self.config.border
         inside = (tgt[..., 0] >= b) & (tgt[..., 0] <= W - 1 - b) & (tgt[..., 1] >= b) & (tgt[..., 1] <= H - 1 - b)
         return inside / (1.0 + (photo / self.config.photo_sigma) ** 2)
@@ -89,17 +101,17 @@ class ClassicalCorrespondence:
         s = self.stride
         flow_grid = block_mean(fw, s)
         h, w = flow_grid.shape[:2]
-        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
-        return (grid + flow_grid / s).astype(np.float32)
+        return (_pixel_grid(h, w) + flow_grid / s).astype(np.float32)
 
     def _targets(self, grey_i: np.ndarray, grey_j: np.ndarray, fw: np.ndarray, bw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grid targets and confidences of i -> j from the forward flow fw (i -> j) and backward flow bw."""
-        H, W = grey_i.shape
-        ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+        tgt = _pixel_grid(*grey_i.shape) + fw
+        # One remap samples the backward flow and image j at the targets.
+        warped = _warp(np.dstack([bw, grey_j.astype(np.float32)]), tgt)
         # Forward-backward: following bw from the target must come back to the start.
-        fb = fw + _warp(bw, np.stack([xs, ys], axis=-1) + fw)
-        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * self._confidence(grey_i, grey_j, fw)[..., None]
-        return self._grid_targets(fw), block_mean(conf, self.stride).astype(np.float32)
+        fb = fw + warped[..., :2]
+        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * self._confidence(grey_i, warped[..., 2], tgt)[..., None]
+        return self._grid_targets(fw), block_mean(conf.astype(np.float32), self.stride)
 
     def pair(
         self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
@@ -121,6 +133,8 @@ class ClassicalCorrespondence:
         flow magnitude in grid pixels (the motion filter's measure). One fast flow (optionally started from a
         predicted flow ``init``), no backward check."""
         fw = self.filter_flow(grey_kf, grey_frame, init)
-        conf = block_mean(self._confidence(grey_kf, grey_frame, fw), self.stride).astype(np.float32)
+        tgt = _pixel_grid(*grey_kf.shape) + fw
+        conf = block_mean(self._confidence(grey_kf, _warp(grey_frame.astype(np.float32), tgt), tgt).astype(np.float32),
+                          self.stride)
         mean_flow = float(np.linalg.norm(block_mean(fw, self.stride), axis=-1).mean()) / self.stride
         return self._grid_targets(fw), np.repeat(conf[..., None], 2, axis=-1), mean_flow
