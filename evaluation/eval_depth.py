@@ -4,8 +4,9 @@
 
 Annotation file: {"files": [{"rgb": path, "depth": path, "depth_scale": S, "cam_in": [fx, fy, cx, cy]}]}, paths
 absolute or relative to the json's folder or one of its ancestors (upstream writes them relative to its
-repository root). Prints AbsRel, SqRel, RMSE, RMSE_log, log10, SILog, d1..d3 per image, averaged over images
-(upstream's convention) and pooled over all pixels; writes metrics.json and per_image.csv with --out.
+repository root); read by metricslam.training.data.read_annotation, as for training. Prints AbsRel, SqRel, RMSE,
+RMSE_log, log10, SILog, d1..d3 per image, averaged over images (upstream's convention) and pooled over all pixels;
+writes metrics.json and per_image.csv with --out.
 Datasets set the standard crop and cap: kitti = Garg crop, 80 m; nyu = Eigen crop, 10 m.
 """
 from __future__ import annotations
@@ -23,52 +24,16 @@ from metricslam.geometry.camera import Intrinsics
 from metricslam.io.atomic import write_text_atomic
 from metricslam.io.images import read_depth, read_rgb
 from metricslam.metrics.depth import METRICS, DepthMetricAccumulator
+from metricslam.training.data import read_annotation
 
 DATASETS = {"kitti": ("garg", 80.0), "nyu": ("eigen", 10.0), "none": (None, None)}
-SEARCH_LEVELS = 3
-
-
-def resolve_entry_path(json_path: Path, relative: str) -> Path:
-    """``relative`` as given if absolute, else under the json's folder or the first ancestor that has it."""
-    p = Path(relative)
-    if p.is_absolute():
-        candidates = [p]
-    else:
-        candidates = [parent / p for parent in [json_path.parent, *json_path.parent.parents][: SEARCH_LEVELS + 1]]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise InputError(f"{json_path}: file '{relative}' not found next to the json or in its {SEARCH_LEVELS} parent "
-                     f"folders; fix the path in the annotation")
-
-
-def read_annotations(json_path: Path) -> list[dict]:
-    """Entries with resolved 'rgb' and 'depth' paths, 'depth_scale' and 'cam_in'."""
-    try:
-        files = json.loads(json_path.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{json_path}: not a Metric3D annotation file ({type(exc).__name__}: {exc}); expected "
-                         '{"files": [{"rgb", "depth", "depth_scale", "cam_in"}]}') from None
-    entries = []
-    for i, item in enumerate(files):
-        try:
-            cam = [float(v) for v in item["cam_in"]]
-            if len(cam) != 4:
-                raise ValueError("cam_in needs 4 numbers")
-            entries.append({"rgb": resolve_entry_path(json_path, item["rgb"]),
-                            "depth": resolve_entry_path(json_path, item["depth"]),
-                            "depth_scale": float(item["depth_scale"]), "cam_in": cam})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{json_path}: entry {i} is malformed ({exc}); each needs rgb, depth, depth_scale and "
-                             "cam_in [fx, fy, cx, cy]") from None
-    return entries
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     crop, cap = DATASETS[args.dataset]
     crop = crop if args.crop is None else (None if args.crop == "none" else args.crop)
     cap = cap if args.max_depth is None else args.max_depth
-    entries = [e for path in args.annotations for e in read_annotations(Path(path))][: args.limit]
+    entries = [e for path in args.annotations for e in read_annotation(path)][: args.limit]
     if not entries:
         raise InputError(f"{', '.join(args.annotations)}: no images to evaluate")
     predictor = predictor_from_args(args)
@@ -76,14 +41,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     rows = []
     for start in range(0, len(entries), predictor.batch_size):
         chunk = entries[start:start + predictor.batch_size]
-        rgbs = [read_rgb(e["rgb"]) for e in chunk]
-        cams = [Intrinsics(*e["cam_in"], rgb.shape[1], rgb.shape[0]) for e, rgb in zip(chunk, rgbs)]
+        rgbs = [read_rgb(e.rgb) for e in chunk]
+        cams = [Intrinsics(*e.cam_in, rgb.shape[1], rgb.shape[0]) for e, rgb in zip(chunk, rgbs)]
         for e, rgb, pred in zip(chunk, rgbs, predictor.predict_batch(rgbs, cams)):
-            gt = read_depth(e["depth"], e["depth_scale"])
+            gt = read_depth(e.depth, e.depth_scale)
             if gt.shape != rgb.shape[:2]:
-                raise InputError(f"{e['depth']}: depth is {gt.shape[1]}x{gt.shape[0]} but {e['rgb']} is "
+                raise InputError(f"{e.depth}: depth is {gt.shape[1]}x{gt.shape[0]} but {e.rgb} is "
                                  f"{rgb.shape[1]}x{rgb.shape[0]}; pair each image with its own depth map")
-            rows.append({"rgb": str(e["rgb"]), **acc.add(pred.depth, gt)})
+            rows.append({"rgb": str(e.rgb), **acc.add(pred.depth, gt)})
     return {"variant": predictor.variant, "weights": str(args.weights), "input_size": list(predictor.input_size),
             "dataset": args.dataset, **acc.summary(), "images": rows}
 

@@ -117,8 +117,9 @@ def variant_for_file(file: str | os.PathLike) -> str | None:
 def download(name: str | WeightsEntry, progress: bool = True, timeout: float = 30.0) -> Path:
     """Download ``name`` into the cache (resuming a partial '.part' file) and return the checked file.
 
-    Integrity: the byte count must match the manifest (and the server's length), the sha256 when the manifest
-    has one, and torch must read the file. Only then is it renamed into place.
+    Integrity: the sha256 must match when the manifest has one (else the byte count must match the manifest's
+    size), the transfer must deliver the server's length, and torch must read the file. Only then is it renamed
+    into place.
     """
     e = entry(name)
     target = cached_path(e)
@@ -139,12 +140,19 @@ def _offline_error(e: WeightsEntry, reason: str) -> WeightsError:
     )
 
 
+def _checked_size(e: WeightsEntry) -> int | None:
+    """The manifest size when it is the integrity check. With a digest the digest decides, so a wrong recorded
+    size can never reject (or stop short of) a correct file; the size then only scales the progress bar."""
+    return e.size if e.sha256 is None else None
+
+
 def _fetch(e: WeightsEntry, part: Path, progress: bool, timeout: float) -> None:
+    size = _checked_size(e)
     done = part.stat().st_size if part.is_file() else 0
-    if e.size is not None and done > e.size:
+    if size is not None and done > size:
         part.unlink()
         done = 0
-    if e.size is not None and done == e.size:
+    if size is not None and done == size:
         return
     request = urllib.request.Request(e.url, headers={"User-Agent": "metricslam"})
     if done:
@@ -162,9 +170,10 @@ def _fetch(e: WeightsEntry, part: Path, progress: bool, timeout: float) -> None:
         if done and response.status != 206:  # the server ignored the range: start over
             done = 0
         length = response.headers.get("Content-Length")
-        expected = done + int(length) if length is not None else e.size
+        expected = done + int(length) if length is not None else size
         mode = "ab" if done else "wb"
-        bar = tqdm(total=expected, initial=done, unit="B", unit_scale=True, desc=e.file, disable=not progress)
+        bar = tqdm(total=expected or e.size, initial=done, unit="B", unit_scale=True, desc=e.file,
+                   disable=not progress)
         try:
             with open(part, mode) as out:
                 while True:
@@ -191,18 +200,19 @@ def _sha256(file: Path) -> str:
 
 
 def _verify(e: WeightsEntry, part: Path, target: Path) -> None:
-    size = part.stat().st_size
-    if e.size is not None and size != e.size:
+    size, expected = part.stat().st_size, _checked_size(e)
+    if expected is not None and size != expected:
         part.unlink()
         raise WeightsError(
-            f"{target}: downloaded {size} bytes but '{e.name}' has {e.size}; the partial file was deleted, "
+            f"{target}: downloaded {size} bytes but '{e.name}' has {expected}; the partial file was deleted, "
             f"run `metricslam weights download {e.name}` again"
         )
     if e.sha256 is not None and _sha256(part) != e.sha256.lower():
         part.unlink()
         raise WeightsError(
-            f"{target}: sha256 of the download does not match the manifest for '{e.name}' (corrupted transfer); "
-            f"the file was deleted, run `metricslam weights download {e.name}` again"
+            f"{target}: sha256 of the download does not match the manifest for '{e.name}' (corrupted transfer, "
+            f"or the published file changed); the file was deleted: run `metricslam weights download {e.name}` "
+            f"again, or download {e.url} yourself and pass --weights PATH"
         )
     try:
         _torch_load(part)

@@ -7,26 +7,16 @@ import torch
 from scipy.spatial import cKDTree
 
 from metricslam.errors import InputError
-from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.cloud import CloudConfig, consistent_cloud, voxel_downsample
 from metricslam.mapping.depthmaps import KeyframeDepthConfig
-from metricslam.mapping.oracle import oracle_reconstruction
 
 W, H, FRAMES, EVERY = 160, 120, 24, 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def room():
-    seq = SyntheticSequence("room", frames=FRAMES, width=W, height=H, seed=1)
-    gt = oracle_reconstruction([seq[i] for i in range(FRAMES)], keyframe_every=EVERY, image_area=W * H)
+def room(oracle_room):
+    _, gt = oracle_room(W, H, FRAMES, keyframe_every=EVERY, seed=1)
     cam = gt.intrinsics
     v, u = np.mgrid[0 : cam.height, 0 : cam.width]
     surface = []

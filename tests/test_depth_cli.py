@@ -16,6 +16,7 @@ from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.errors import InputError
 from metricslam.io.images import read_depth
 from metricslam.io.ply import write_ply
+from metricslam.training.data import read_annotation
 from shared_paths import DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,18 +128,17 @@ def test_eval_depth_end_to_end_on_demo(random_checkpoint, tmp_path, capsys):
 
 
 def test_eval_annotation_paths_resolve_against_ancestors(tmp_path):
-    eval_depth = _eval_module()
     (tmp_path / "data" / "set" / "rgb").mkdir(parents=True)
     (tmp_path / "data" / "set" / "rgb" / "a.png").write_bytes(b"")
     ann = tmp_path / "data" / "set" / "test.json"
     ann.write_text(json.dumps({"files": [{"rgb": "data/set/rgb/a.png", "depth": "rgb/a.png", "depth_scale": 256,
                                           "cam_in": [1, 2, 3, 4]}]}))
-    (entry,) = eval_depth.read_annotations(ann)
-    assert entry["rgb"] == tmp_path / "data" / "set" / "rgb" / "a.png" == entry["depth"]
+    (entry,) = read_annotation(ann)  # the reader eval_depth.py uses
+    assert entry.rgb == tmp_path / "data" / "set" / "rgb" / "a.png" == entry.depth
     ann.write_text(json.dumps({"files": [{"rgb": "nope.png", "depth": "rgb/a.png", "depth_scale": 1,
                                           "cam_in": [1, 2, 3, 4]}]}))
     with pytest.raises(InputError, match="nope.png"):
-        eval_depth.read_annotations(ann)
+        read_annotation(ann)
 
 
 def _jpeg_with_exif(path, size, tags):

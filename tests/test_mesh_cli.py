@@ -7,33 +7,22 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
 from scipy.spatial import cKDTree
 
 from metricslam.cli import main
-from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, MappingConfig, write_map
-from metricslam.mapping.oracle import oracle_reconstruction
 from metricslam.mapping.tsdf import TSDFConfig
 from metricslam.viz.run_plots import GT_FILE, PLOT_FILES
 
 W, H, FRAMES = 128, 96, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, oracle_room):
     """A saved run as `metricslam run` leaves it: keyframes.npz, trajectories, and the map written at its end."""
     out = tmp_path_factory.mktemp("run")
-    seq = SyntheticSequence("room", frames=FRAMES, width=W, height=H, seed=3)
-    rec = oracle_reconstruction([seq[i] for i in range(FRAMES)], keyframe_every=3, image_area=W * H)
+    seq, rec = oracle_room(W, H, FRAMES, keyframe_every=3, seed=3)
     to_first = np.linalg.inv(rec.kf_poses_wc[0])  # SLAM's world is its first keyframe's camera, not the GT's
     rec = replace(rec, poses_wc=to_first @ rec.poses_wc, kf_poses_wc=to_first @ rec.kf_poses_wc)
     rec.save(out)

@@ -1,7 +1,6 @@
 """Metric3D ConvNeXt + Hourglass networks: checkpoint layout, strict loading, forward semantics (random weights)."""
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +10,8 @@ from metricslam.depth.models.convnext import LayerNorm2d
 from metricslam.depth.models.hourglass import conv_bn, depth_bins
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.errors import InputError
-from shared_paths import SPEC as SPEC_DIR
+from spec_keys import METRIC3D_SPEC_FILES, assert_matches_spec, read_spec
 
-SPEC_FILES = {
-    "convnext_tiny": "metric3d_convtiny_state_dict.tsv",
-    "convnext_large": "metric3d_convlarge_state_dict.tsv",
-}
 # Independent of the spec files: tensor counts, and parameter counts of the published ConvNeXt-T / -L
 # (28.59M / 197.77M) minus their classification head and final norm, which Metric3D drops.
 EXPECTED_COUNTS = {"convnext_tiny": (280, 27.82), "convnext_large": (442, 196.23)}
@@ -65,12 +60,7 @@ def test_state_dict_matches_spec(variant):
     assert len(sd) == count
     assert round(sum(v.numel() for k, v in sd.items() if ".encoder." in k) / 1e6, 2) == encoder_millions
     assert sd["depth_model.decoder.depth_regressor_2.3.weight"].shape == (512, 512, 1, 1)  # 512 bins
-    spec = SPEC_DIR / SPEC_FILES[variant]
-    if not spec.is_file():
-        pytest.skip(f"{spec} not present")
-    rows = (line.split("\t") for line in spec.read_text().splitlines())
-    expected = {name: (shape, dtype) for name, shape, dtype in rows}
-    assert {k: (str(tuple(v.shape)), str(v.dtype)) for k, v in sd.items()} == expected
+    assert_matches_spec(sd, read_spec(METRIC3D_SPEC_FILES[variant]))
 
 
 def test_official_checkpoint_layout_loads_strictly_and_round_trips(model, image, outputs, tmp_path):

@@ -1,7 +1,6 @@
 """Metric3D v2 ViT networks (DINOv2-reg + RAFTDepthNormalDPT5): checkpoint layout, strict loading, forward
 semantics against a literal re-statement of the upstream operation order (random weights, no download)."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +10,9 @@ from metricslam.depth.models.dinov2 import DinoVisionTransformer
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE, VIT_CONFIGS, DinoRaftDPT
 from metricslam.errors import MetricSlamError
-from shared_paths import SPEC as SPEC_DIR
+from spec_keys import METRIC3D_SPEC_FILES, VIT_TRAINING_ONLY_KEY, assert_matches_spec, read_spec
 
-SPEC_FILES = {
-    "vit_small": "metric3d_vits_state_dict.tsv",
-    "vit_large": "metric3d_vitl_state_dict.tsv",
-    "vit_giant2": "metric3d_vitg_state_dict.tsv",
-}
+VARIANTS = ("vit_small", "vit_large", "vit_giant2")
 # Independent of the spec files (counted from them once, mask token excluded): tensors, parameters (M).
 EXPECTED_COUNTS = {"vit_small": (361, 37.495243), "vit_large": (529, 411.942427), "vit_giant2": (753, 1377.675867)}
 MIN_DEPTH, MAX_DEPTH = 0.1, 200.0
@@ -54,29 +49,17 @@ def outputs(model, image):
         return model(image)
 
 
-def read_spec(variant: str) -> dict[str, tuple[int, ...]]:
-    path = SPEC_DIR / SPEC_FILES[variant]
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    spec = {}
-    for line in path.read_text().splitlines():
-        key, shape, _ = line.split("\t")
-        spec[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return spec
-
-
-@pytest.mark.parametrize("variant", list(SPEC_FILES))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_state_dict_matches_spec(variant):
     with torch.device("meta"):
         sd = build_metric3d(variant).state_dict()
-    spec = read_spec(variant)
-    assert "depth_model.encoder.mask_token" in spec  # the spec has it; official checkpoints do not
-    del spec["depth_model.encoder.mask_token"]
-    assert list(sd) == list(spec)  # same names, same order
-    assert {k: tuple(v.shape) for k, v in sd.items()} == spec
+    spec = read_spec(METRIC3D_SPEC_FILES[variant])
+    assert VIT_TRAINING_ONLY_KEY in spec  # the spec has it; official checkpoints do not
+    del spec[VIT_TRAINING_ONLY_KEY]
+    assert_matches_spec(sd, spec, ordered=True)
 
 
-@pytest.mark.parametrize("variant", list(SPEC_FILES))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_counts_without_spec(variant):
     with torch.device("meta"):
         sd = build_metric3d(variant).state_dict()

@@ -4,33 +4,22 @@ from dataclasses import replace
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
 
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import read_rgb
-from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import Trajectory
 from metricslam.mapping.export import write_map
-from metricslam.mapping.oracle import oracle_reconstruction
 from metricslam.mapping.render import overview_camera, render_mesh, render_points
 from metricslam.viz.figures import translation_errors
 from metricslam.viz.run_plots import GT_FILE, PLOT_FILES, find_run_gt, write_run_plots
 
 W, H, FRAMES = 128, 96, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def room():
-    seq = SyntheticSequence("room", frames=FRAMES, width=W, height=H, seed=2)
-    rec = oracle_reconstruction([seq[i] for i in range(FRAMES)], keyframe_every=3, image_area=W * H)
+def room(oracle_room):
+    seq, rec = oracle_room(W, H, FRAMES, keyframe_every=3, seed=2)
     return rec, seq.gt_trajectory()
 
 

@@ -4,9 +4,7 @@ Pre/post-processing is checked exactly with a pointwise stand-in network (its ou
 that pixel's colour, so any padding or resizing mistake is visible); the real vit_small architecture (random
 weights) checks the same contract end to end.
 """
-import importlib.util
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,7 +28,6 @@ from metricslam.io.frame import Frame
 from shared_paths import DATA
 
 DEMO = DATA / "metric3d_demo"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Pointwise(nn.Module):
@@ -252,28 +249,21 @@ def test_prior_caches_predictions_on_disk(tmp_path):
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
 
 
-def _load_eval_module():
-    spec = importlib.util.spec_from_file_location("eval_depth", ROOT / "evaluation" / "eval_depth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_predictor_on_metric3d_demo_annotations(vit):
     if not DEMO.is_dir():
         pytest.skip("shared metric3d_demo data not available")
-    read_annotations = _load_eval_module().read_annotations
     from metricslam.io.images import read_depth, read_rgb
+    from metricslam.training.data import read_annotation
 
     # KITTI here (wide images, sparse LiDAR); NYU runs through eval_depth.py in test_depth_cli.py.
     json_path = DEMO / "data" / "kitti_demo" / "test_annotations.json"
-    entries = read_annotations(json_path)
+    entries = read_annotation(json_path)
     assert len(entries) == len(json.loads(json_path.read_text())["files"]) == 3
-    rgbs = [read_rgb(e["rgb"]) for e in entries]
-    cams = [Intrinsics(*e["cam_in"], rgb.shape[1], rgb.shape[0]) for e, rgb in zip(entries, rgbs)]
+    rgbs = [read_rgb(e.rgb) for e in entries]
+    cams = [Intrinsics(*e.cam_in, rgb.shape[1], rgb.shape[0]) for e, rgb in zip(entries, rgbs)]
     outs = vit.predict_batch(rgbs, cams)
     for e, out in zip(entries, outs):
-        gt = read_depth(e["depth"], e["depth_scale"])
+        gt = read_depth(e.depth, e.depth_scale)
         assert out.depth.shape == gt.shape == out.confidence.shape == (375, 1242)
         assert np.isfinite(out.depth).all() and out.depth.min() >= 0 and out.depth.max() <= 300
         assert 1.0 < gt.max() < 120.0  # the scale was applied: metres, not raw units

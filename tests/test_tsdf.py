@@ -9,31 +9,19 @@ from metricslam.depth.priors import SimulatedPrior
 from metricslam.depth.simulated import SimulatedPriorConfig
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.geometry.camera import Intrinsics
-from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.depthmaps import KeyframeDepthConfig, keyframe_depth, upsample_grid_depth
 from metricslam.mapping.measure import geometry_points, map_scores, ray_coverage, sample_surface
-from metricslam.mapping.oracle import oracle_reconstruction
 from metricslam.mapping.presets import PRESETS, choose_preset
 from metricslam.mapping.tsdf import TSDFConfig, fuse_reconstruction, open3d_device
 
 W, H, FRAMES, EVERY = 192, 144, 30, 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Many small tensor ops: on a shared 2-core machine, thread hand-offs cost more than they save.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def room():
-    seq = SyntheticSequence("room", frames=FRAMES, width=W, height=H, seed=0)
-    frames = [seq[i] for i in range(FRAMES)]
-    gt = oracle_reconstruction(frames, keyframe_every=EVERY, image_area=W * H)
-    sim = oracle_reconstruction(frames, SimulatedPrior(SimulatedPriorConfig()), keyframe_every=EVERY, image_area=W * H)
+def room(oracle_room):
+    _, gt = oracle_room(W, H, FRAMES, keyframe_every=EVERY, seed=0)
+    _, sim = oracle_room(W, H, FRAMES, keyframe_every=EVERY, seed=0, prior=SimulatedPrior(SimulatedPriorConfig()))
     reference = fuse_reconstruction(gt, TSDFConfig(depth=KeyframeDepthConfig(source="prior")))
     return gt, sim, geometry_points(reference.mesh, 0.01)
 

@@ -11,6 +11,7 @@ from metricslam import weights
 from metricslam.cli import main
 from metricslam.depth.models.metric3d import VARIANTS
 from metricslam.errors import WeightsError
+from spec_keys import METRIC3D_SPEC_FILES, VIT_TRAINING_ONLY_KEY, read_spec, spec_bytes
 
 
 def checkpoint_bytes() -> bytes:
@@ -135,6 +136,35 @@ def test_size_and_sha_mismatch_are_detected_and_removed(cache, server):
     assert not (cache / "tiny.pth").exists() and not (cache / "tiny.pth.part").exists()
 
 
+@pytest.mark.parametrize("offset", [-1000, 1000])
+def test_a_matching_digest_wins_over_a_wrong_recorded_size(cache, server, offset):
+    payload = server.payload
+    e = make_entry(server, size=len(payload) + offset, sha=hashlib.sha256(payload).hexdigest())
+    path = weights.download(e, progress=False, timeout=5)
+    assert path.read_bytes() == payload
+
+
+def test_partial_file_as_long_as_a_wrong_recorded_size_is_resumed(cache, server):
+    payload = server.payload
+    half = len(payload) // 2
+    cache.mkdir(parents=True)
+    (cache / "tiny.pth.part").write_bytes(payload[:half])
+    # Trusting the recorded size would take this half file as complete, fail the digest and delete it, every run.
+    e = make_entry(server, size=half, sha=hashlib.sha256(payload).hexdigest())
+    path = weights.download(e, progress=False, timeout=5)
+    assert server.ranges == [f"bytes={half}-"] and path.read_bytes() == payload
+
+
+def test_digest_mismatch_names_the_file_and_both_fixes(cache, server):
+    e = make_entry(server, size=len(server.payload), sha="0" * 64)
+    with pytest.raises(WeightsError) as err:
+        weights.download(e, progress=False, timeout=5)
+    msg = str(err.value)
+    assert "\n" not in msg and str(cache / "tiny.pth") in msg and "sha256" in msg
+    assert "metricslam weights download tiny" in msg and e.url in msg and "--weights PATH" in msg
+    assert not any(cache.iterdir())
+
+
 def test_error_page_instead_of_checkpoint_is_rejected(cache, server):
     with pytest.raises(WeightsError, match="not a readable checkpoint"):
         weights.download(make_entry(server, "/error.html"), progress=False, timeout=5)
@@ -189,6 +219,22 @@ def test_registry_lists_official_files():
     assert reg["droid"].file == "droid.pth" and reg["droid"].licence == "BSD-3-Clause"
     assert reg["vit_small"].size == 150120967
     assert weights.variant_for_file("droid.pth") is None
+
+
+def test_recorded_sizes_and_digests_are_plausible():
+    """A recorded size is the spec's tensor bytes plus the pickle's per-tensor overhead (about 400 bytes a tensor
+    in the files whose size is certain), so a mistyped size or one of another file fails here."""
+    reg = weights.registry()
+    for e in reg.values():
+        assert e.sha256 is None or (len(e.sha256) == 64 and set(e.sha256) <= set("0123456789abcdef")), e.name
+        assert e.sha256 is None or e.size is not None, e.name
+    recorded = [v for v in METRIC3D_SPEC_FILES if reg[v].size is not None]
+    assert {"convnext_tiny", "convnext_large", "vit_small", "vit_large"} <= set(recorded)
+    for variant in recorded:
+        spec = read_spec(METRIC3D_SPEC_FILES[variant])
+        spec.pop(VIT_TRAINING_ONLY_KEY, None)  # not in the released files
+        overhead = reg[variant].size - spec_bytes(spec)
+        assert 300 * len(spec) < overhead < 500 * len(spec), (variant, overhead / len(spec))
 
 
 def test_unwrap_state_dict_layouts():

@@ -8,6 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
+from metricslam.cli._run_dir import add_run_parser, load_run
 from metricslam.errors import InputError
 from metricslam.io.ply import write_ply
 from metricslam.mapping.cloud import consistent_cloud
@@ -15,17 +16,13 @@ from metricslam.mapping.depthmaps import DEPTH_SOURCES
 from metricslam.mapping.export import MESH_FILE, load_mapping_config
 from metricslam.mapping.presets import PRESET_NAMES
 from metricslam.mapping.tsdf import fuse_reconstruction, save_mesh
-from metricslam.slam.reconstruction import Reconstruction
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: no such run folder; pass the --out folder of 'metricslam run'")
-    out = Path(args.out) if args.out else run_dir / MESH_FILE
+    out = Path(args.out) if args.out else Path(args.run_dir) / MESH_FILE
     if out.suffix.lower() != ".ply":
         raise InputError(f"{out}: the mesh is written as PLY; give a file name ending in .ply")
-    rec = Reconstruction.load(run_dir)
+    run_dir, rec = load_run(args)
     overrides = list(args.set)
     for flag, key, sections in (("voxel", "voxel_size", "tsdf cloud"), ("trunc", "truncation", "tsdf"),
                                 ("max_depth", "max_depth", "tsdf cloud"), ("source", "depth.source", "tsdf cloud"),
@@ -50,10 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("mesh", help="TSDF mesh of a saved run",
-                              description="Fuse the keyframes of a saved run into a coloured metric mesh (PLY). "
-                                          "Defaults come from RUN_DIR/mapping.yaml when the run wrote one.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of 'metricslam run'")
+    p = add_run_parser(subparsers, "mesh", help="TSDF mesh of a saved run",
+                       description="Fuse the keyframes of a saved run into a coloured metric mesh (PLY). "
+                                   "Defaults come from RUN_DIR/mapping.yaml when the run wrote one.")
     # Values are checked by the config (one-line errors), not by argparse (which prints its usage too).
     p.add_argument("--voxel", metavar="M", help="voxel size in metres (default: from the preset)")
     p.add_argument("--trunc", metavar="M", help="TSDF truncation in metres (default 4 voxels)")
