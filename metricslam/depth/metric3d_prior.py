@@ -15,6 +15,7 @@ import numpy as np
 
 from metricslam.depth.cstm import focal_length
 from metricslam.depth.predictor import Metric3DPredictor, resolve_variant
+from metricslam.depth.priors import NETWORK_PRIOR_WEIGHT
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import atomic_path
 from metricslam.io.frame import Frame
@@ -29,6 +30,7 @@ class Metric3DPrior:
 
     name = "metric3d"
     metric = True
+    ba_weight = NETWORK_PRIOR_WEIGHT
 
     def __init__(self, predictor: Metric3DPredictor, cache_dir: str | os.PathLike | None = None):
         self.predictor = predictor

@@ -19,6 +19,7 @@ from metricslam.io.frame import Frame
 from metricslam.io.images import read_depth
 
 PRIOR_NAMES = ("sensor", "folder", "simulated", "none", "metric3d")
+NETWORK_PRIOR_WEIGHT = 0.02  # see PriorConfig.weight
 
 
 @dataclass
@@ -34,11 +35,17 @@ class PriorConfig:
     input_size: tuple[int, int] | None = None  # for kind=metric3d: network input (H, W); None = official size
     cache_dir: str | None = None  # for kind=metric3d: where predictions are cached for reruns
     device: str | None = None  # for kind=metric3d: None = CUDA if available else CPU
+    # Per-pixel trust in the BA, as a factor on BAOptions.alpha (DROID's RGB-D weight). None = the prior's own:
+    # 1 for sensor depth, 0.02 for network predictions (simulated, metric3d, folder), whose errors are spatially
+    # correlated (smooth distortions, a per-frame scale): at full weight they shrank the synthetic room's
+    # trajectory by ~20 %; at 0.02 the flow sets the shape and the priors only the scale (+0.3 %).
+    weight: float | None = None
 
 
 class DepthPrior(Protocol):
     name: str
     metric: bool
+    ba_weight: float  # default PriorConfig.weight of this prior
 
     def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None: ...
 
@@ -46,7 +53,7 @@ class DepthPrior(Protocol):
 class NoPrior:
     """Pure monocular: no depth, scale arbitrary."""
 
-    name, metric = "none", False
+    name, metric, ba_weight = "none", False, 0.0
 
     def __call__(self, frame: Frame) -> None:
         return None
@@ -55,7 +62,7 @@ class NoPrior:
 class SensorPrior:
     """Depth images delivered with the sequence (RGB-D)."""
 
-    name, metric = "sensor", True
+    name, metric, ba_weight = "sensor", True, 1.0
 
     def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None:
         if frame.depth is None:
@@ -67,7 +74,7 @@ class SensorPrior:
 class SimulatedPrior:
     """Ground-truth depth corrupted like a zero-shot metric network's output (tests, benchmarks, demo)."""
 
-    name, metric = "simulated", True
+    name, metric, ba_weight = "simulated", True, NETWORK_PRIOR_WEIGHT
 
     def __init__(self, config: SimulatedPriorConfig):
         self.model = SimulatedMetricDepth(config)
@@ -81,7 +88,7 @@ class SimulatedPrior:
 class FolderPrior:
     """Precomputed depth maps (any network) named like the images: '<stem>.png' (scaled) or '<stem>.npy' (m)."""
 
-    name, metric = "folder", True
+    name, metric, ba_weight = "folder", True, NETWORK_PRIOR_WEIGHT
 
     def __init__(self, folder: str | os.PathLike, depth_scale: float = 1000.0):
         self.folder = Path(folder)

@@ -73,9 +73,7 @@ class SlamConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     filler: FillerConfig = field(default_factory=FillerConfig)
     # Flow that is wrong but forward-backward consistent (periodic texture, large motion) is common: a Cauchy
-    # kernel on the residual keeps it from dragging the solution. Network-like priors have spatially correlated
-    # errors (smooth distortions, a per-frame scale), so thousands of pixels carry far less information than
-    # their count suggests: DROID's RGB-D weight 0.05 let them shrink the trajectory by ~20 % on the synthetic
-    # room (simulated prior); 0.001 leaves the shape to the flow and the scale to the priors (+0.3 %).
-    ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5, alpha=0.001))
+    # kernel on the residual keeps it from dragging the solution. The prior's weight alpha is scaled by
+    # prior.weight (network priors are trusted far less per pixel than sensor depth).
+    ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5))
     prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves

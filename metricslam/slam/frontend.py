@@ -18,9 +18,10 @@ def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor
     """BA depth confidence of each keyframe pixel: the best correspondence weight that observes it."""
     if ii.numel() == 0:
         return
-    conf = torch.zeros(len(indices), store.h, store.w, dtype=weights.dtype, device=weights.device)
-    conf.index_reduce_(0, ii, weights.mean(-1), "amax", include_self=True)
-    store.conf[indices] = conf.to(store.conf.dtype)
+    per_edge = weights.mean(-1).flatten(1)
+    conf = per_edge.new_zeros(len(indices), per_edge.shape[1])
+    conf.scatter_reduce_(0, ii[:, None].expand_as(per_edge), per_edge, "amax", include_self=True)
+    store.conf[indices] = conf.view(len(indices), store.h, store.w).to(store.conf.dtype)
 
 
 def optimise(

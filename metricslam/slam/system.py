@@ -73,8 +73,10 @@ class Slam:
         else:
             self.corr = ClassicalCorrespondence(cfg.flow, cfg.stride)
             self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
-        self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba, self.grid_intrinsics)
-        self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba, self.grid_intrinsics)
+        weight = cfg.prior.weight if cfg.prior.weight is not None else self.prior.ba_weight
+        ba = replace(cfg.ba, alpha=cfg.ba.alpha * weight)
+        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics)
+        self.backend = Backend(self.store, self.edges, cfg.backend, ba, self.grid_intrinsics)
         self._track_opts = cfg.ba
 
     @property
