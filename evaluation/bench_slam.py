@@ -26,7 +26,7 @@ import psutil
 import torch
 
 from metricslam.config import load_config
-from metricslam.depth.priors import SimulatedPrior
+from metricslam.depth.priors import NETWORK_PRIOR_WEIGHT, SimulatedPrior
 from metricslam.device import resolve_device
 from metricslam.io.frame import Frame
 from metricslam.io.synthetic import SyntheticSequence
@@ -39,7 +39,7 @@ from metricslam.slam.system import Slam
 class PrecomputedPrior:
     """Priors computed before the timed loop, looked up by frame index."""
 
-    name, metric = "simulated", True
+    name, metric, ba_weight = "simulated", True, NETWORK_PRIOR_WEIGHT
 
     def __init__(self, priors: dict[int, tuple[np.ndarray, np.ndarray] | None]):
         self.priors = priors

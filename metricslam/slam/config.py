@@ -27,7 +27,7 @@ class FrontendConfig:
     window: int = 10  # keyframes optimised after each new keyframe
     radius: int = 2  # temporal edges to the previous `radius` keyframes (both directions)
     proximity_thresh: float = 12.0  # extra edges inside the window between keyframes closer than this (grid px)
-    iters: int = 4  # GN steps per new keyframe
+    iters: int = 3  # GN steps per new keyframe
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
     keyframe_thresh: float = 3.0  # a keyframe closer than this (grid px) to its predecessor is removed
@@ -38,7 +38,7 @@ class FrontendConfig:
 @dataclass
 class BackendConfig:
     enabled: bool = True
-    every: int = 20  # global BA after this many new keyframes (and always at the end)
+    every: int = 40  # global BA after this many new keyframes (and always at the end)
     radius: int = 2
     proximity_thresh: float = 16.0  # loop/proximity edges between keyframes closer than this (grid px)
     nms: int = 2  # suppress proximity edges within this many keyframes of a chosen one

@@ -100,7 +100,10 @@ class Slam:
         init = predicted_flows(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
                                torch.tensor([0], device=self.device), torch.tensor([1], device=self.device),
                                self.config.stride)[0]
-        targets, weights, mean_flow = self.corr.track(self.store.grey[k], g, init)
+        # The learned tracker reads colour like the network's keyframe features; flow works on grey.
+        droid = self.config.correspondence == "droid"
+        kf_image, image = (self.store.rgb[k], f.rgb) if droid else (self.store.grey[k], g)
+        targets, weights, mean_flow = self.corr.track(kf_image, image, init)
         tw = torch.from_numpy(targets).to(self.device)
         ww = torch.from_numpy(weights).to(self.device)
         confident = float((ww[..., 0] > 0.5).float().mean())
