@@ -14,7 +14,7 @@ from metricslam.mapping.measure import geometry_points, map_scores, ray_coverage
 from metricslam.mapping.presets import PRESETS, choose_preset
 from metricslam.mapping.tsdf import TSDFConfig, fuse_reconstruction, open3d_device
 
-W, H, FRAMES, EVERY = 192, 144, 30, 2
+W, H, FRAMES, EVERY = 192, 144, 60, 4  # 15 keyframes spread over 2 s of the hand-held room scan
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
