@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+import open3d as o3d
 import pytest
 
 from metricslam.cli import main
@@ -98,13 +99,51 @@ def test_room_trajectory_is_smooth_and_inside_the_room():
     step = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
     rel = np.einsum("nji,njk->nik", poses[:-1, :3, :3], poses[1:, :3, :3])
     angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
-    assert 0.03 <= step.min() and step.max() <= 0.08
-    assert 1.0 <= np.median(angle) <= 3.0 and angle.max() <= 4.0
+    assert 0.015 <= step.min() and step.max() <= 0.04
+    assert 0.5 <= np.median(angle) <= 1.5 and angle.max() <= 2.0
     p = poses[:, :3, 3]
     assert p[:, 0].min() > 1.0 and p[:, 0].max() < 5.0 and p[:, 1].min() > 1.0 and p[:, 1].max() < 4.0
     assert 1.0 < p[:, 2].min() and p[:, 2].max() < 2.0
     faster = SyntheticSequence("room", frames=300, width=32, height=24, speed=2.0).gt_trajectory().poses
     assert np.median(np.linalg.norm(np.diff(faster[:, :3, 3], axis=0), axis=1)) == pytest.approx(2 * np.median(step), rel=0.15)
+
+
+def test_room_size_moves_the_walls_and_keeps_the_furniture(monkeypatch):
+    from metricslam.io.synthetic.room import ROOM, build_room
+    from metricslam.io.synthetic.scene import SceneBuilder
+
+    boxes: list[tuple[np.ndarray, np.ndarray]] = []
+    add_box = SceneBuilder.box
+
+    def recording_box(self, centre, size, *args, **kwargs):
+        boxes.append((np.asarray(centre, float), np.asarray(size, float)))
+        return add_box(self, centre, size, *args, **kwargs)
+
+    monkeypatch.setattr(SceneBuilder, "box", recording_box)
+    big = (10.5, 8.0, 3.6)
+    scenes = {}
+    for size in (ROOM, big):
+        boxes.clear()
+        scenes[size] = build_room(3, size), list(boxes)
+    (default, base), (scene, grown) = scenes[ROOM], scenes[big]
+    assert scene.extras["size"] == big and default.extras["size"] == ROOM
+    # Shell first (floor, ceiling, 4 walls), then furniture: same boxes, same sizes, only moved.
+    assert len(base) == len(grown)
+    for shell, size in ((base[:6], ROOM), (grown[:6], big)):
+        corners = np.stack([c + sign * s / 2 for c, s in shell for sign in (-1, 1)])
+        np.testing.assert_allclose(np.ptp(corners, axis=0), np.add(size, 0.2), atol=1e-9)  # 0.1 m thick shell
+    for (_, s0), (_, s1) in zip(base[6:], grown[6:]):
+        np.testing.assert_array_equal(s0, s1)
+    assert max(np.abs(c1 - c0).max() for (c0, _), (c1, _) in zip(base[6:], grown[6:])) > 2.0
+    # Rays from above the furniture (beside the ceiling lamp) hit the walls and the ceiling of the requested size.
+    sx, sy, sz = big
+    x, y, z = sx / 2 + 1, sy / 2 + 1, 2.3
+    dirs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], np.float32)
+    rays = np.concatenate([np.tile([x, y, z], (5, 1)), dirs], axis=1).astype(np.float32)
+    hit = scene.raycaster.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+    np.testing.assert_allclose(hit, [sx - x, x, sy - y, y, sz - z], atol=1e-4)
+    with pytest.raises(ValueError, match="room size"):
+        build_room(0, (3.0, 5.0, 3.0))
 
 
 def test_street_trajectory_drives_hundreds_of_metres_through_turns():
@@ -190,6 +229,11 @@ def test_antialiasing_filters_fade_with_footprint():
     v = np.random.default_rng(2).uniform(0, 5000, 20000).astype(np.float32)
     stds = [tile.sample(u, v, np.full_like(u, f), np.ones_like(u)).std() for f in (1.0, 8.0, 64.0)]
     assert stds[0] > 0.8 and stds[0] > stds[1] > stds[2]
+    # With a grain of 16 texels the noise fades once a pixel covers several grains; self-similar noise keeps
+    # over a third of its contrast even at 64 texels per pixel.
+    grainy = NoiseTile(np.random.default_rng(0), size=256, grain=16.0)
+    fine, coarse = (grainy.sample(u, v, np.full_like(u, f), np.ones_like(u)).std() for f in (1.0, 64.0))
+    assert fine > 0.7 and coarse < 0.02 and stds[2] > 0.3
 
 
 def test_write_sequence_round_trip(tmp_path):

@@ -13,7 +13,7 @@ from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import write_depth_png, write_rgb
 from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset, Sample
 from metricslam.training.synthetic_set import (
-    HELD_OUT_FOCALS, SENSORS, TRAIN_FOCALS, SyntheticSetConfig, write_synthetic_set,
+    HELD_OUT_FOCALS, SENSORS, TRAIN_FOCALS, VIEWS, SyntheticSetConfig, view_world, write_synthetic_set,
 )
 from metricslam.training.transforms import (
     AugmentConfig, Compose, CSTMImage, CSTMLabel, PhotometricDistortion, RandomCrop, RandomFlip, RandomResize,
@@ -209,6 +209,44 @@ def test_synthetic_generator_writes_a_multi_camera_annotation_set(tmp_path):
     indoor = np.concatenate([AnnotationDataset(paths[0]).load(i).depth.ravel() for i in range(4)])
     outdoor = np.concatenate([AnnotationDataset(paths[1]).load(i).depth.ravel() for i in range(4)])
     assert np.median(indoor[indoor > 0]) < 5 < np.median(outdoor[outdoor > 0])
+
+
+def test_synthetic_views_vary_the_layout_so_that_only_object_sizes_tell_depth():
+    from metricslam.io.synthetic import render
+
+    K = Intrinsics(100.0, 100.0, 39.5, 29.5, 80, 60)
+    sizes, heights, medians = [], [], []
+    for seed in range(16):
+        world = view_world("room", seed)
+        pose = VIEWS["room"][1](world, np.random.default_rng(seed))
+        size, eye = np.array(world.extras["size"]), pose[:3, 3]
+        # Clear of the furniture along the walls, below the ceiling.
+        assert np.all(eye[:2] >= 1.3) and np.all(eye[:2] <= size[:2] - 1.3) and eye[2] < size[2] - 0.3
+        _, depth = render(world, pose, K)
+        assert depth.min() > 0.3
+        sizes.append(size)
+        heights.append(eye[2])
+        medians.append(np.median(depth))
+    sizes = np.array(sizes)
+    assert np.ptp(sizes[:, 0]) > 3.0 and np.ptp(sizes[:, 1]) > 2.0 and np.ptp(heights) > 1.0
+    # The typical depth of a view is not set by the layout: with the former fixed 6 x 5 x 3 m room, eye height
+    # and tilt, the spread (std of log median depth) was 0.12 on this camera; a focal range of 300..1500 px is 0.5.
+    assert np.std(np.log(medians)) > 0.25
+    heights = []
+    for seed in range(6):
+        world = view_world("street", seed)
+        pose = VIEWS["street"][1](world, np.random.default_rng(seed))
+        _, depth = render(world, pose, K)
+        heights.append(pose[2, 3])
+        assert depth[depth > 0].min() > 1.0 and 1.2 <= pose[2, 3] <= 3.2
+    assert np.ptp(heights) > 0.8
+    # Noise textures have a grain: seen from far enough (64 texels per pixel) they fade, unlike the default ones.
+    from metricslam.io.synthetic.street import build_street
+
+    u, v = np.random.default_rng(1).uniform(0, 5000, (2, 20000)).astype(np.float32)
+    far = np.full_like(u, 64.0)
+    grainy, default = (w.noise.sample(u, v, far, np.ones_like(u)).std() for w in (world, build_street(5)))
+    assert grainy < 0.05 and default > 0.2
 
 
 @pytest.mark.skipif(not DEMO.is_dir(), reason="shared demo data not available")

@@ -22,14 +22,20 @@ class NoiseTile:
 
     The tile is synthesised in the Fourier domain with amplitude ~ 1/f**beta (beta=1: equal energy per octave),
     so it is seamless and detailed at every scale. Level l of the pyramid averages 2**l x 2**l texels.
+
+    ``grain`` (texels) rolls off the wavelengths longer than it: the noise then has a physical grain size (as
+    plaster, asphalt or fabric), so how fine it looks in an image tells metres per pixel; without it the noise
+    is self-similar and looks the same from every distance.
     """
 
-    def __init__(self, rng: np.random.Generator, size: int = 1024, beta: float = 1.0):
+    def __init__(self, rng: np.random.Generator, size: int = 1024, beta: float = 1.0, grain: float | None = None):
         white = rng.standard_normal((size, size))
         fy = np.fft.fftfreq(size)[:, None]
         fx = np.fft.rfftfreq(size)[None, :]
         freq = np.hypot(fx, fy)
         amplitude = np.where(freq > 0, np.maximum(freq, 1e-9) ** -beta, 0.0)
+        if grain is not None:
+            amplitude = amplitude * -np.expm1(-((freq * grain) ** 2))
         tile = np.fft.irfft2(np.fft.rfft2(white) * amplitude, s=(size, size))
         tile = (tile - tile.mean()) / tile.std()
 
