@@ -51,7 +51,8 @@ class Frontend:
     """Keeps the newest keyframes optimised. ``segment_start`` is the first keyframe after the last re-init."""
 
     def __init__(self, store: KeyframeStore, edges: EdgeCache, config: FrontendConfig, ba: BAOptions,
-                 intrinsics: torch.Tensor):
+                 intrinsics: torch.Tensor, refine: bool = False):
+        self.refine = refine  # re-run the new keyframe's flows from the BA's reprojection, then BA again
         self.store = store
         self.edges = edges
         self.config = config
@@ -81,6 +82,11 @@ class Frontend:
         self.connect(k)
         iters = self.config.warmup_iters if self.added <= self.config.warmup else self.config.iters
         optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
+        if self.refine:
+            lo = self.window()[0]
+            self.edges.refresh(self.store, [(i, k) for i in range(lo, k) if (int(self.store.uid[i]),
+                                                                              int(self.store.uid[k])) in self.edges])
+            optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
 
     def redundant(self) -> int | None:
         """The second-newest keyframe when it is too close to the one before it (DROID's rule), else None."""

@@ -110,6 +110,15 @@ class EdgeCache:
                 gate = torch.where(valid[p], 1.0 / (1.0 + miss * miss), torch.ones_like(miss))
                 self.data[key] = (t, torch.from_numpy(w).to(dev) * gate[..., None])
 
+    def refresh(self, store: KeyframeStore, pairs: list[tuple[int, int]]) -> None:
+        """Recompute the correspondences of ``pairs`` (both directions) with flow started from the current
+        reprojection: after a BA has moved the poses, far pairs get closer starts than they first had."""
+        for i, j in pairs:
+            ui, uj = int(store.uid[i]), int(store.uid[j])
+            self.data.pop((ui, uj), None)
+            self.data.pop((uj, ui), None)
+        self.add(store, pairs)
+
     def drop(self, uid: int) -> None:
         for key in [k for k in self.data if uid in k]:
             del self.data[key]

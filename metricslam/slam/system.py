@@ -75,7 +75,8 @@ class Slam:
             self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
         weight = cfg.prior.weight if cfg.prior.weight is not None else self.prior.ba_weight
         ba = replace(cfg.ba, alpha=cfg.ba.alpha * weight)
-        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics)
+        refine = cfg.flow.refine and cfg.correspondence == "classical"
+        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics, refine)
         self.backend = Backend(self.store, self.edges, cfg.backend, ba, self.grid_intrinsics)
         self._track_opts = cfg.ba
 

@@ -29,7 +29,7 @@ class FlowConfig:
     fb_sigma: float = 1.0  # forward-backward error (px) at which confidence falls to exp(-1)
     photo_sigma: float = 12.0  # grey-level difference at which confidence halves
     border: float = 2.0  # targets closer than this to the image border (px) get no confidence
-    refine: bool = False  # re-run flow initialised from the current reprojection after BA
+    refine: bool = False  # after the window BA, re-run the new keyframe's flows from its reprojection and BA again
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
