@@ -170,7 +170,7 @@ def test_synthetic_run_with_droid_correspondences(weights_file, tmp_path):
     # Random weights barely move the targets: a zero motion-filter threshold makes every frame a keyframe.
     assert main(["run", str(room), "--out", str(out), "--prior", "simulated", "--quiet", "--set",
                  "correspondence=droid", f"droid_weights={weights_file}", "tracking.filter_thresh=0",
-                 "frontend.warmup_iters=2", "backend.final_iters=2"]) == 0
+                 "frontend.warmup_iters=2", "frontend.updates=2", "backend.final_iters=2"]) == 0
     for name in ("trajectory_tum.txt", "trajectory_kitti.txt", "keyframes.npz", "config.yaml", "metrics.json",
                  "trajectory.png", "mesh.ply", "cloud.ply"):
         assert (out / name).is_file(), name

@@ -177,3 +177,13 @@ def test_flow_refinement_keeps_the_room_accurate(room_frames):
     _, poses = _run(frames, "prior.kind=sensor", "flow.refine=true")
     m = _metrics(gt, poses)
     assert m["ate_se3_rmse_m"] < 0.03 and abs(m["scale_error"]) < 0.02, m
+
+
+def test_each_keyframe_gets_the_configured_number_of_updates(room_frames, monkeypatch):
+    import metricslam.slam.frontend as frontend
+
+    calls = []
+    real = frontend.optimise
+    monkeypatch.setattr(frontend, "optimise", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    slam, _ = _run(room_frames[0][:12], "prior.kind=sensor", "frontend.updates=3", "backend.enabled=false")
+    assert slam.frontend.added >= 2 and len(calls) == 3 * slam.frontend.added

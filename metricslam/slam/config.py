@@ -27,7 +27,8 @@ class FrontendConfig:
     window: int = 10  # keyframes optimised after each new keyframe
     radius: int = 2  # temporal edges to the previous `radius` keyframes (both directions)
     proximity_thresh: float = 12.0  # extra edges inside the window between keyframes closer than this (grid px)
-    iters: int = 3  # GN steps per new keyframe
+    iters: int = 3  # GN steps per new keyframe (per update with updates > 1)
+    updates: int = 1  # correspondence updates per new keyframe, each followed by `iters` GN steps (droid: 4 x 2)
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
     keyframe_thresh: float = 3.0  # a keyframe closer than this (grid px) to its predecessor is removed

@@ -81,7 +81,9 @@ class Frontend:
         self.added += 1
         self.connect(k)
         iters = self.config.warmup_iters if self.added <= self.config.warmup else self.config.iters
-        optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
+        # Learned correspondences update on every gather (one network step each); cached flow is fixed.
+        for _ in range(max(1, self.config.updates)):
+            optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
         if self.refine:
             lo = self.window()[0]
             self.edges.refresh(self.store, [(i, k) for i in range(lo, k) if (int(self.store.uid[i]),
