@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from metricslam.geometry.projective import reproject
+from metricslam.geometry.projective import pixel_grid, reproject
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence
 from metricslam.slam.video import KeyframeStore
 
@@ -32,8 +32,7 @@ def induced_distance(
     intr_sub = torch.tensor([fx / step, fy / step, (cx - off) / step, (cy - off) / step], dtype=intrinsics.dtype)
     coords, valid = reproject(poses_cw, sub, intr_sub, ii, jj)
     h, w = sub.shape[1:]
-    grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
-    flow = (coords - grid).norm(dim=-1) * step
+    flow = (coords - pixel_grid(h, w, coords.device, coords.dtype)).norm(dim=-1) * step
     valid_f = valid.to(flow.dtype)
     frac = valid_f.mean(dim=(1, 2))
     mean = (flow * valid_f).sum(dim=(1, 2)) / valid_f.sum(dim=(1, 2)).clamp_min(1)
@@ -48,15 +47,12 @@ def pair_distance(store: KeyframeStore, intrinsics: torch.Tensor, i: list[int], 
     return 0.5 * (d[: len(i)] + d[len(i) :])
 
 
-def predicted_flows(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
-                    jj: torch.Tensor, stride: int) -> list[np.ndarray]:
-    """Processing-resolution flows (H, W, 2) from frame ii[e] to jj[e] predicted by poses and grid depths.
-
-    DIS starts from them so it can follow baselines larger than its own search range.
-    """
-    coords, valid = reproject(poses_cw, invdepths, intrinsics, ii, jj)
+def initial_flows(coords: torch.Tensor, valid: torch.Tensor, stride: int) -> list[np.ndarray]:
+    """Processing-resolution flows (H, W, 2), one per edge, from reprojected grid coordinates (E, h, w, 2) and
+    their validity (``reproject``'s output). DIS starts from them so it can follow baselines larger than its
+    own search range."""
     h, w = coords.shape[1:3]
-    grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).to(coords)
+    grid = pixel_grid(h, w, coords.device, coords.dtype)
     H, W = h * stride, w * stride
     flow = torch.where(valid[..., None] & coords.isfinite(), (coords - grid) * stride, torch.zeros_like(coords))
     # DIS indexes with its initial flow: keep it finite and within the image's reach.
@@ -99,7 +95,7 @@ class EdgeCache:
         ii = torch.tensor([p[0] for p in todo] + [p[1] for p in todo], dtype=torch.long, device=dev)
         jj = torch.tensor([p[1] for p in todo] + [p[0] for p in todo], dtype=torch.long, device=dev)
         predicted, valid = reproject(store.poses, store.invdepth, self.intrinsics, ii, jj)
-        inits = predicted_flows(store.poses, store.invdepth, self.intrinsics, ii, jj, self.stride) if predict else None
+        inits = initial_flows(predicted, valid, self.stride) if predict else None
         for e, (i, j) in enumerate(todo):
             init_ij, init_ji = (inits[e], inits[n + e]) if inits is not None else (None, None)
             t_ij, w_ij, t_ji, w_ji = self.corr.pair(store.grey[i], store.grey[j], init_ij, init_ji)

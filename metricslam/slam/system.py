@@ -15,6 +15,7 @@ import torch
 from metricslam.depth.priors import DepthPrior, make_prior
 from metricslam.device import resolve_device
 from metricslam.geometry import se3
+from metricslam.geometry.projective import reproject
 from metricslam.io.frame import Frame
 from metricslam.slam.backend import Backend
 from metricslam.slam.ba import refine_pose
@@ -22,7 +23,7 @@ from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
-from metricslam.slam.graph import EdgeCache, predicted_flows
+from metricslam.slam.graph import EdgeCache, initial_flows
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.video import KeyframeStore
@@ -98,9 +99,9 @@ class Slam:
         k = len(self.store) - 1
         guess = self._predict(k)
         both = torch.stack([self.store.poses[k], guess])
-        init = predicted_flows(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
-                               torch.tensor([0], device=self.device), torch.tensor([1], device=self.device),
-                               self.config.stride)[0]
+        coords, valid = reproject(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
+                                  torch.tensor([0], device=self.device), torch.tensor([1], device=self.device))
+        init = initial_flows(coords, valid, self.config.stride)[0]
         # The learned tracker reads colour like the network's keyframe features; flow works on grey.
         droid = self.config.correspondence == "droid"
         kf_image, image = (self.store.rgb[k], f.rgb) if droid else (self.store.grey[k], g)

@@ -1,6 +1,7 @@
 """Learned correspondences: the DROID-SLAM network (droid.pth compatible), correlation lookups, convex upsampling."""
+from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.droid.corr import CorrBlock, LocalCorr, VolumeCorr, build_corr, corr_channels
-from metricslam.slam.correspondence.droid.net import DroidNet, UpdateResult, motion_features, pixel_grid
+from metricslam.slam.correspondence.droid.net import DroidNet, UpdateResult, motion_features
 from metricslam.slam.correspondence.droid.upsample import convex_upsample, upsample_field
 from metricslam.slam.correspondence.droid.weights import load_droid_weights
 

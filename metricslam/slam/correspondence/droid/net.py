@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.droid.corr import corr_channels
 from metricslam.slam.correspondence.droid.upsample import FACTOR, MASK_CHANNELS
 
@@ -194,13 +195,6 @@ class DroidNet(nn.Module):
         fmap = self.fnet(x)
         net, inp = self.cnet(x).split([HIDDEN, CONTEXT], dim=1)
         return fmap, torch.tanh(net), torch.relu(inp)
-
-
-def pixel_grid(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Grid pixel coordinates (h, w, 2), (x, y) order: coords0 of every edge."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-    return torch.stack([xs, ys], dim=-1)
 
 
 def motion_features(coords1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

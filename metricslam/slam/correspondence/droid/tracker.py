@@ -13,7 +13,8 @@ from metricslam.errors import MetricSlamError
 from metricslam.slam.correspondence.classical import block_mean
 from metricslam.slam.correspondence.droid.corr import LocalCorr
 from metricslam.slam.correspondence.droid.features import FrameFeatures, encode, image_batch, model_device
-from metricslam.slam.correspondence.droid.net import DroidNet, motion_features, pixel_grid
+from metricslam.geometry.projective import pixel_grid
+from metricslam.slam.correspondence.droid.net import DroidNet, motion_features
 from metricslam.slam.correspondence.droid.upsample import FACTOR
 
 
