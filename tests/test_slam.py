@@ -185,5 +185,6 @@ def test_each_keyframe_gets_the_configured_number_of_updates(room_frames, monkey
     calls = []
     real = frontend.optimise
     monkeypatch.setattr(frontend, "optimise", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    slam, _ = _run(room_frames[0][:12], "prior.kind=sensor", "frontend.updates=3", "backend.enabled=false")
+    slam, _ = _run(room_frames[0][:12], "prior.kind=sensor", "frontend.updates=3", "backend.enabled=false",
+                   "tracking.filter_thresh=2.4")
     assert slam.frontend.added >= 2 and len(calls) == 3 * slam.frontend.added

@@ -16,7 +16,7 @@ from metricslam.slam.correspondence.classical import FlowConfig
 class TrackingConfig:
     """Per-frame motion filter and tracking against the last keyframe."""
 
-    filter_thresh: float = 2.4  # mean flow (grid px) to the last keyframe that makes a new keyframe
+    filter_thresh: float = 4.5  # mean flow (grid px) to the last keyframe that makes a new keyframe
     iters: int = 3  # motion-only GN steps per frame
     min_confident: float = 0.1  # fraction of confident grid pixels below which tracking has failed
     reinit_after: int = 3  # consecutive failures before re-initialising on a trackable frame
@@ -31,7 +31,7 @@ class FrontendConfig:
     updates: int = 1  # correspondence updates per new keyframe, each followed by `iters` GN steps (droid: 4 x 2)
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
-    keyframe_thresh: float = 3.0  # a keyframe closer than this (grid px) to its predecessor is removed
+    keyframe_thresh: float = 4.5  # a keyframe closer than this (grid px) to its predecessor is removed
     lm: float = 1e-4
     ep: float = 0.1
 
@@ -45,7 +45,7 @@ class BackendConfig:
     nms: int = 2  # suppress proximity edges within this many keyframes of a chosen one
     max_edges_per_keyframe: int = 6
     iters: int = 6  # GN steps per periodic run
-    final_iters: int = 12  # GN steps at the end
+    final_iters: int = 6  # GN steps at the end
     lm: float = 1e-5
     ep: float = 1e-2
 
