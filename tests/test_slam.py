@@ -188,3 +188,24 @@ def test_each_keyframe_gets_the_configured_number_of_updates(room_frames, monkey
     slam, _ = _run(room_frames[0][:12], "prior.kind=sensor", "frontend.updates=3", "backend.enabled=false",
                    "tracking.filter_thresh=2.4")
     assert slam.frontend.added >= 2 and len(calls) == 3 * slam.frontend.added
+
+
+def test_periodic_global_ba_runs_only_when_the_camera_returns(room_frames, monkeypatch):
+    from metricslam.slam.backend import Backend
+
+    periodic = []
+    real = Backend.run
+    monkeypatch.setattr(Backend, "run", lambda self, *a, **k: periodic.append(real(self, *a, **k))
+                        if k.get("loops_only_after") is not None else real(self, *a, **k))
+    frames, gt = room_frames
+    out = frames[:60]
+    # Walk out and back: the last keyframes see what the first ones saw, more than a window apart.
+    there_and_back = out + [replace(f, index=len(out) + n, timestamp=out[-1].timestamp + (n + 1) / 30)
+                            for n, f in enumerate(out[-2::-1])]
+    slam, poses = _run(there_and_back, "prior.kind=sensor", "backend.every=4", "tracking.filter_thresh=2.4",
+                       "frontend.keyframe_thresh=2.4", "frontend.window=6")
+    assert periodic and not periodic[0], "the outbound leg has no loop to close"
+    assert any(periodic), "returning to the start must trigger the global BA"
+    # The way back ends where it started.
+    end_error = np.linalg.norm(poses[-1][:3, 3] - poses[0][:3, 3])
+    assert end_error < 0.05, end_error

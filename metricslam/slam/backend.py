@@ -52,9 +52,12 @@ class Backend:
         self.ba = replace(ba, lm=config.lm, ep=config.ep)
         self.intrinsics = intrinsics
 
-    def run(self, segment_starts: list[int], iters: int, window: int | None = None) -> None:
+    def run(self, segment_starts: list[int], iters: int, window: int | None = None, loops_only_after: int | None = None
+            ) -> bool:
         """Global BA (or over the newest ``window`` keyframes, the older ones fixed); first keyframe of each
-        segment fixed (the gauge of each disconnected piece)."""
+        segment fixed (the gauge of each disconnected piece). With ``loops_only_after`` it runs only when it found
+        a new loop edge, a proximity pair not connected yet whose keyframes lie more than that many apart (the
+        rest only repeats the front-end's work). Returns whether it ran."""
         cfg = self.config
         K = len(self.store)
         if K < 2:
@@ -65,10 +68,17 @@ class Backend:
         for k in range(1, K):
             seg[k] = seg[k - 1] + (1 if k in starts else 0)
         pairs = [(i, j) for j in range(first, K) for i in range(max(0, j - cfg.radius), j) if seg[i] == seg[j]]
-        pairs += proximity_pairs(self.store, self.intrinsics, first, cfg.radius, cfg.proximity_thresh, cfg.nms,
-                                 cfg.max_edges_per_keyframe)
+        loops = proximity_pairs(self.store, self.intrinsics, first, cfg.radius, cfg.proximity_thresh, cfg.nms,
+                                cfg.max_edges_per_keyframe)
+        if loops_only_after is not None and not any(
+            j - i > loops_only_after and (int(self.store.uid[i]), int(self.store.uid[j])) not in self.edges
+            for i, j in loops
+        ):
+            return False
+        pairs += loops
         self.edges.add(self.store, pairs)
         lo = min([i for i, _ in pairs] + [first])
         indices = list(range(lo, K))
         fixed = [k - lo for k in indices if k < first or k in starts or k == 0]
         optimise(self.store, self.edges, indices, fixed, iters, self.ba, self.intrinsics)
+        return True

@@ -39,7 +39,7 @@ class FrontendConfig:
 @dataclass
 class BackendConfig:
     enabled: bool = True
-    every: int = 40  # global BA after this many new keyframes (and always at the end)
+    every: int = 40  # look for new loop edges after this many new keyframes: global BA if found, and at the end
     radius: int = 2
     proximity_thresh: float = 16.0  # loop/proximity edges between keyframes closer than this (grid px)
     nms: int = 2  # suppress proximity edges within this many keyframes of a chosen one

@@ -189,7 +189,7 @@ class Slam:
             self.frontend.remove(redundant)
         self._since_backend += 1
         if cfg.backend.enabled and self._since_backend >= cfg.backend.every:
-            self.backend.run(self.segment_starts, cfg.backend.iters, window=100)
+            self.backend.run(self.segment_starts, cfg.backend.iters, window=100, loops_only_after=cfg.frontend.window)
             self._since_backend = 0
 
     # -- the end ----------------------------------------------------------------------------------------------
