@@ -61,7 +61,7 @@ class Backend:
         cfg = self.config
         K = len(self.store)
         if K < 2:
-            return
+            return False
         first = 0 if window is None else max(0, K - window)
         starts = set(segment_starts)
         seg = [0] * K

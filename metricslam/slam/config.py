@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from metricslam.depth.priors import PriorConfig
 from metricslam.slam.ba import BAOptions
 from metricslam.slam.correspondence.classical import FlowConfig
+from metricslam.slam.pnp import PnpConfig
 
 
 @dataclass
@@ -20,6 +21,9 @@ class TrackingConfig:
     iters: int = 3  # motion-only GN steps per frame
     min_confident: float = 0.1  # fraction of confident grid pixels below which tracking has failed
     reinit_after: int = 3  # consecutive failures before re-initialising on a trackable frame
+    # Sparse feature PnP against the keyframe's depth: a second start for the flow when the one from the
+    # constant-velocity prediction leaves few confident pixels (pnp.below), and a pose when the flow fails.
+    pnp: PnpConfig = field(default_factory=PnpConfig)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from metricslam.slam.correspondence.classical import ClassicalCorrespondence, gr
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
 from metricslam.slam.graph import EdgeCache, initial_flows
+from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.video import KeyframeStore
@@ -80,6 +81,7 @@ class Slam:
         self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics, refine)
         self.backend = Backend(self.store, self.edges, cfg.backend, ba, self.grid_intrinsics)
         self._track_opts = cfg.ba
+        self.pnp = PnpInitialiser(cfg.tracking.pnp, self._camera, cfg.stride) if cfg.tracking.pnp.enabled else None
 
     @property
     def camera(self):
@@ -98,26 +100,25 @@ class Slam:
             return
         k = len(self.store) - 1
         guess = self._predict(k)
-        both = torch.stack([self.store.poses[k], guess])
-        coords, valid = reproject(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
-                                  torch.tensor([0], device=self.device), torch.tensor([1], device=self.device))
-        init = initial_flows(coords, valid, self.config.stride)[0]
-        # The learned tracker reads colour like the network's keyframe features; flow works on grey.
-        droid = self.config.correspondence == "droid"
-        kf_image, image = (self.store.rgb[k], f.rgb) if droid else (self.store.grey[k], g)
-        targets, weights, mean_flow = self.corr.track(kf_image, image, init)
-        tw = torch.from_numpy(targets).to(self.device)
-        ww = torch.from_numpy(weights).to(self.device)
-        confident = float((ww[..., 0] > 0.5).float().mean())
+        tw, ww, mean_flow, confident = self._flow_to(k, guess, f.rgb, g)
+        feats = measured = None
+        if self.pnp is not None and confident < self.config.tracking.pnp.below:
+            # The constant-velocity start may have been too far off for the flow: start again from feature PnP.
+            feats = self.pnp.features(g)
+            measured = self._pnp_pose(k, feats)
+            if measured is not None:
+                retry = self._flow_to(k, measured, f.rgb, g)
+                if retry[3] > confident:
+                    guess, (tw, ww, mean_flow, confident) = measured, retry
         prev = self.records[-1]
         if confident < self.config.tracking.min_confident:
-            self._on_failure(f, g, prev, confident)
+            self._on_failure(f, g, prev, confident, feats, measured)
             return
         pose = refine_pose(guess, self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
                            self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), tw[None],
                            ww[None], iters=self.config.tracking.iters, options=self._track_opts)
         if not self._plausible(pose, k):
-            self._on_failure(f, g, prev, confident)
+            self._on_failure(f, g, prev, confident, feats, measured)
             return
         self._failures = 0
         if mean_flow > self.config.tracking.filter_thresh:
@@ -127,6 +128,27 @@ class Slam:
             self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
                                             tw.half(), ww.half()))
 
+    def _flow_to(self, k: int, guess_cw: torch.Tensor, rgb: np.ndarray, g: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """Correspondences keyframe k -> the frame with the flow started from ``guess_cw``'s reprojection:
+        targets and weights (h, w, 2), mean flow (grid px) and the fraction of confident grid pixels."""
+        both = torch.stack([self.store.poses[k], guess_cw])
+        coords, valid = reproject(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
+                                  torch.tensor([0], device=self.device), torch.tensor([1], device=self.device))
+        init = initial_flows(coords, valid, self.config.stride)[0]
+        # The learned tracker reads colour like the network's keyframe features; flow works on grey.
+        droid = self.config.correspondence == "droid"
+        kf_image, image = (self.store.rgb[k], rgb) if droid else (self.store.grey[k], g)
+        targets, weights, mean_flow = self.corr.track(kf_image, image, init)
+        tw = torch.from_numpy(targets).to(self.device)
+        ww = torch.from_numpy(weights).to(self.device)
+        confident = float((ww[..., 0] > 0.5).float().mean())
+        # Flat regions match photometrically whatever the flow: weigh them down in the pose, not in the count.
+        texture = None if droid else self.corr.texture(kf_image)
+        if texture is not None:
+            ww = ww * torch.from_numpy(texture).to(self.device)[..., None]
+        return tw, ww, mean_flow, confident
+
     def _plausible(self, pose_cw: torch.Tensor, k: int) -> bool:
         """A tracked pose is finite and no farther from keyframe k than its median scene depth."""
         if not bool(torch.isfinite(pose_cw).all()):
@@ -134,6 +156,18 @@ class Slam:
         rel = pose_cw @ se3.inverse(self.store.poses[k])
         median_depth = 1.0 / float(self.store.invdepth[k].median().clamp_min(1e-6))
         return float(rel[:3, 3].norm()) < median_depth
+
+    def _pnp_pose(self, k: int, feats: Features | None) -> torch.Tensor | None:
+        """T_cw of the frame from feature matches to keyframe k, or None. A segment's first keyframe without a
+        prior has no depth yet (a constant fill) to lift its features with."""
+        if feats is None or (k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0):
+            return None
+        kf = self.pnp.keyframe_features(int(self.store.uid[k]), self.store.grey[k])
+        found = self.pnp.relative_pose(kf, self.store.invdepth[k].cpu().numpy(), feats)
+        if found is None:
+            return None
+        rel = torch.from_numpy(found[0]).to(self.store.poses)
+        return rel @ self.store.poses[k]
 
     def _predict(self, k: int) -> torch.Tensor:
         """Constant-velocity guess of the new frame's T_cw from the last two frames."""
@@ -143,13 +177,42 @@ class Slam:
             return poses[-1]
         return se3.orthonormalise(poses[1] @ se3.inverse(poses[0]) @ poses[1])
 
-    def _on_failure(self, f: Frame, g: np.ndarray, prev: FrameRecord, confident: float) -> None:
+    def _relocalise(self, g: np.ndarray, feats: Features | None) -> torch.Tensor | None:
+        """T_cw from feature matches to the newest keyframes of the current segment (newest first), or None."""
+        if self.pnp is None:
+            return None
+        feats = feats if feats is not None else self.pnp.features(g)
+        last = len(self.store) - 1
+        for k in range(last, max(self.frontend.segment_start, last + 1 - self.config.tracking.pnp.relocalise) - 1, -1):
+            pose = self._pnp_pose(k, feats)
+            if pose is not None:
+                return pose
+        return None
+
+    def _on_failure(self, f: Frame, g: np.ndarray, prev: FrameRecord, confident: float, feats: Features | None,
+                    measured: torch.Tensor | None) -> None:
         self._failures += 1
         msg = f"frame {f.index}: tracking lost ({confident:.0%} confident correspondences)"
         if self._failures == 1:
             log.warning(msg)
             self.events.append(msg)
+        if measured is not None and float(g.std()) > _MIN_TEXTURE_STD:
+            # The flow failed but sparse matches place the frame: a keyframe there keeps the map connected (its
+            # edges start from that pose) where waiting would leave the last keyframe out of reach.
+            self.events.append(f"frame {f.index}: placed by feature matches; new keyframe in the same segment")
+            log.warning(self.events[-1])
+            self._failures = 0
+            self._add_keyframe(f, g, measured)
+            return
         if self._failures >= self.config.tracking.reinit_after and float(g.std()) > _MIN_TEXTURE_STD:
+            pose = self._relocalise(g, feats)
+            if pose is not None:
+                # Still connected to the map: the new keyframe joins the current segment (edges to its neighbours).
+                self.events.append(f"frame {f.index}: relocalised against recent keyframes")
+                log.warning(self.events[-1])
+                self._failures = 0
+                self._add_keyframe(f, g, pose)
+                return
             ref = self.store.index_of(prev.ref_uid)
             pose = prev.rel @ self.store.poses[ref]
             self.frontend.segment_start = len(self.store)
@@ -186,6 +249,8 @@ class Slam:
         redundant = self.frontend.redundant()
         if redundant is not None:
             reanchor(self.records, self.store, redundant, redundant - 1)
+            if self.pnp is not None:
+                self.pnp.forget(int(self.store.uid[redundant]))
             self.frontend.remove(redundant)
         self._since_backend += 1
         if cfg.backend.enabled and self._since_backend >= cfg.backend.every:

@@ -30,6 +30,10 @@ class FlowConfig:
     photo_sigma: float = 12.0  # grey-level difference at which confidence halves
     border: float = 2.0  # targets closer than this to the image border (px) get no confidence
     refine: bool = False  # after the window BA, re-run the new keyframe's flows from its reprojection and BA again
+    # Flow in flat regions (plain walls, dark doors) is interpolated, not measured, and still photometrically and
+    # forward-backward consistent. Confidence is scaled by lmin / (lmin + texture^2), with lmin the smaller
+    # eigenvalue of the source block's gradient structure tensor (grey levels per pixel); 0 disables.
+    texture: float = 1.0
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -78,6 +82,16 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
     return grid
 
 
+def texture_weight(grey_img: np.ndarray, stride: int, scale: float) -> np.ndarray:
+    """Per grid cell (h, w) weight in [0, 1): how well its block's texture constrains flow in every direction."""
+    gx = cv2.Sobel(grey_img, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(grey_img, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    xx, yy, xy = block_mean(gx * gx, stride), block_mean(gy * gy, stride), block_mean(gx * gy, stride)
+    half_trace = 0.5 * (xx + yy)
+    lmin = half_trace - np.sqrt(np.maximum(half_trace**2 - (xx * yy - xy * xy), 0.0))
+    return (lmin / (lmin + scale * scale)).astype(np.float32)
+
+
 class ClassicalCorrespondence:
     """Targets and confidences for graph edges from dense optical flow."""
 
@@ -119,7 +133,15 @@ class ClassicalCorrespondence:
         fb = fw_q + bw_at_tgt
         photo = self._confidence(grey_i[::q, ::q], _warp(grey_j, tgt), tgt, grey_i.shape)
         conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * photo[..., None]
-        return self._grid_targets(fw), block_mean(conf.astype(np.float32), self.stride // q)
+        return self._grid_targets(fw), self._textured(block_mean(conf.astype(np.float32), self.stride // q), grey_i)
+
+    def _textured(self, conf: np.ndarray, grey_i: np.ndarray) -> np.ndarray:
+        tex = self.texture(grey_i)
+        return conf if tex is None else conf * tex[..., None]
+
+    def texture(self, grey_i: np.ndarray) -> np.ndarray | None:
+        """Texture weight (h, w) of a source image's grid cells, None when disabled."""
+        return texture_weight(grey_i, self.stride, self.config.texture) if self.config.texture > 0 else None
 
     def pair(
         self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None

@@ -1,0 +1,92 @@
+"""Pose of a frame relative to a keyframe from sparse feature matches (ORB + PnP RANSAC on the keyframe depth).
+
+Dense flow started from a constant-velocity prediction fails when the camera accelerates hard (tens of pixels of
+unpredicted motion, motion blur). Binary features matched over the whole image have no such search limit, and the
+keyframe's (prior or BA) depth lifts them to 3D, so PnP gives a measured pose to start the flow from, and a way
+to relocalise against recent keyframes after tracking was lost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from metricslam.geometry.camera import Intrinsics
+
+
+@dataclass
+class PnpConfig:
+    """Sparse pose initialiser used by tracking (pixels are processing-resolution pixels)."""
+
+    enabled: bool = True
+    below: float = 0.6  # tracking tries PnP when fewer grid pixels than this fraction are confident
+    features: int = 1000  # ORB keypoints per image
+    min_inliers: int = 40  # fewer RANSAC inliers than this: no pose
+    min_inlier_ratio: float = 0.3  # of the matches that have a depth
+    reproj_px: float = 2.5  # RANSAC inlier threshold
+    relocalise: int = 4  # after a tracking failure, try this many of the newest keyframes
+
+
+@dataclass
+class Features:
+    points: np.ndarray  # (N, 2) float32 pixel coordinates
+    descriptors: np.ndarray | None  # (N, 32) uint8, None when no keypoint was found
+
+
+class PnpInitialiser:
+    """Relative poses keyframe -> frame from ORB matches; keyframe features are cached by keyframe uid."""
+
+    def __init__(self, config: PnpConfig, camera: Intrinsics, stride: int):
+        self.config = config
+        self.stride = stride
+        self.K = camera.K.astype(np.float64)
+        self._orb = cv2.ORB_create(config.features)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self._cache: dict[int, Features] = {}
+
+    def features(self, grey: np.ndarray) -> Features:
+        keypoints, desc = self._orb.detectAndCompute(grey, None)
+        pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+        return Features(pts, desc)
+
+    def keyframe_features(self, uid: int, grey: np.ndarray) -> Features:
+        if uid not in self._cache:
+            self._cache[uid] = self.features(grey)
+        return self._cache[uid]
+
+    def forget(self, uid: int) -> None:
+        self._cache.pop(uid, None)
+
+    def relative_pose(self, kf: Features, kf_invdepth: np.ndarray, frame: Features) -> tuple[np.ndarray, int] | None:
+        """T (4, 4) mapping keyframe camera coordinates to the frame's, and the inlier count; None when the
+        matches do not determine a pose reliably. ``kf_invdepth`` is the keyframe's grid inverse depth (h, w)."""
+        cfg = self.config
+        if kf.descriptors is None or frame.descriptors is None:
+            return None
+        matches = self._matcher.match(kf.descriptors, frame.descriptors)
+        if len(matches) < cfg.min_inliers:
+            return None
+        qi = np.array([m.queryIdx for m in matches])
+        ti = np.array([m.trainIdx for m in matches])
+        src, dst = kf.points[qi], frame.points[ti]
+        # Grid pixel (u, v) is the centre of a stride x stride block: x_grid = (x + 0.5) / stride - 0.5.
+        grid_xy = (src + 0.5) / self.stride - 0.5
+        inv = cv2.remap(kf_invdepth.astype(np.float32), grid_xy[:, :1].copy(), grid_xy[:, 1:].copy(), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)[:, 0]
+        ok = inv > 1e-6
+        if int(ok.sum()) < cfg.min_inliers:
+            return None
+        src, dst, z = src[ok].astype(np.float64), dst[ok].astype(np.float64), 1.0 / inv[ok].astype(np.float64)
+        fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
+        pts3 = np.stack([(src[:, 0] - cx) / fx * z, (src[:, 1] - cy) / fy * z, z], axis=-1)
+        found, rvec, tvec, inliers = cv2.solvePnPRansac(pts3, dst, self.K, None, reprojectionError=cfg.reproj_px,
+                                                        iterationsCount=200, flags=cv2.SOLVEPNP_SQPNP)
+        if not found or inliers is None or len(inliers) < max(cfg.min_inliers, cfg.min_inlier_ratio * len(pts3)):
+            return None
+        idx = inliers[:, 0]
+        rvec, tvec = cv2.solvePnPRefineLM(pts3[idx], dst[idx], self.K, None, rvec, tvec)
+        T = np.eye(4)
+        T[:3, :3] = cv2.Rodrigues(rvec)[0]
+        T[:3, 3] = tvec[:, 0]
+        return T, len(idx)
