@@ -13,7 +13,8 @@ from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import write_depth_png, write_rgb
 from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset, Sample
 from metricslam.training.synthetic_set import (
-    HELD_OUT_FOCALS, SENSORS, TRAIN_FOCALS, VIEWS, SyntheticSetConfig, view_world, write_synthetic_set,
+    HELD_OUT_FOCALS, NOISE_TEXEL, PATTERN_PERIODS, SENSORS, TRAIN_FOCALS, VIEWS, SyntheticSetConfig, view_world,
+    views_for, write_synthetic_set,
 )
 from metricslam.training.transforms import (
     AugmentConfig, Compose, CSTMImage, CSTMLabel, PhotometricDistortion, RandomCrop, RandomFlip, RandomResize,
@@ -199,16 +200,104 @@ def test_synthetic_generator_writes_a_multi_camera_annotation_set(tmp_path):
         assert len(ds) == 4
         focals = sorted({e.cam_in[0] for e in ds.entries})
         assert focals == [330.0, 1370.0]
-        for i in range(len(ds)):
-            s = ds.load(i)
+        samples = [ds.load(i) for i in range(len(ds))]
+        for s in samples:
             assert (s.intrinsics.width, s.intrinsics.height) in SENSORS
             assert s.valid.mean() > 0.5 and s.depth[s.valid].max() <= cfg.max_depth + 0.01
             has_normal = np.any(s.normal != 0, axis=2)
             assert has_normal.sum() > 0.3 * s.valid.sum() and not has_normal[~s.valid].any()
             assert np.abs(np.linalg.norm(s.normal[has_normal], axis=1) - 1).max() < 1e-3
+        # Each view is photographed by both focal lengths from one pose on one sensor: the same world, so the
+        # wide image's centre, zoomed by 1370 / 330, is the long-focal image (its central ray sees the same depth).
+        views = {}
+        for e, s in zip(ds.entries, samples):
+            views.setdefault(e.rgb.stem.split("_")[1], []).append(s)
+        assert len(views) == 2
+        for wide, tele in (sorted(v, key=lambda s: s.intrinsics.fx) for v in views.values()):
+            assert wide.rgb.shape == tele.rgb.shape and wide.intrinsics.fx == 330.0
+            h, w = wide.depth.shape
+            centre = (slice(h // 2 - 1, h // 2 + 1), slice(w // 2 - 1, w // 2 + 1))
+            np.testing.assert_allclose(np.median(tele.depth[centre]), np.median(wide.depth[centre]), rtol=0.02)
     indoor = np.concatenate([AnnotationDataset(paths[0]).load(i).depth.ravel() for i in range(4)])
     outdoor = np.concatenate([AnnotationDataset(paths[1]).load(i).depth.ravel() for i in range(4)])
-    assert np.median(indoor[indoor > 0]) < 5 < np.median(outdoor[outdoor > 0])
+    assert np.median(indoor[indoor > 0]) < 8 and np.median(outdoor[outdoor > 0]) > 16
+
+
+def test_views_share_worlds_across_focal_lengths_and_sensors_do_not_tell_the_focal_length():
+    cfg = SyntheticSetConfig(frames_per_camera=12, cameras_per_view=5)
+    views = views_for(cfg, "room")
+    assert len(views) == 24 and all(len(v.cameras) == 5 and len(set(v.cameras)) == 5 for v in views)
+    used = np.bincount(np.concatenate([v.cameras for v in views]), minlength=len(TRAIN_FOCALS))
+    assert (used == 12).all()  # every focal length photographs the same number of views
+    # Every focal length is seen on several sensors (the image size is no proxy for it).
+    for k in range(len(TRAIN_FOCALS)):
+        assert len({v.sensor for v in views if k in v.cameras}) >= 2
+    assert views_for(cfg, "room") == views and views_for(cfg, "street") != views
+    assert {v.seed for v in views}.isdisjoint(v.seed for v in views_for(replace(cfg, split="held_out"), "room"))
+    # Standard physical sizes: one noise texel, one period per pattern kind, in every world of both scene types.
+    from metricslam.io.synthetic.scene import INV_TEXEL, PATTERN, PERIOD
+    from metricslam.io.synthetic.texture import PATTERNS
+
+    kinds_seen = set()
+    for scene, seed in (("room", 0), ("room", 1), ("street", 0)):
+        surface = view_world(scene, seed).surface
+        np.testing.assert_allclose(surface[INV_TEXEL], 1.0 / NOISE_TEXEL, rtol=1e-6)
+        for kind in np.unique(surface[PATTERN]).astype(int):
+            name = PATTERNS[kind]
+            if name in PATTERN_PERIODS:
+                kinds_seen.add(name)
+                np.testing.assert_allclose(surface[PERIOD][surface[PATTERN] == kind], PATTERN_PERIODS[name])
+    assert kinds_seen == set(PATTERN_PERIODS)
+
+
+def test_canonical_labels_of_one_view_agree_across_focal_lengths_and_evaluation_inverts_them():
+    """End to end through the label path: the same world and pose rendered at f and 2f. Halving the 2f image
+    (RandomResize) gives the f image's central part; its canonical labels must equal the f image's there, and the
+    evaluation's de-canonical step must give back metric depth for each camera (label and image modes)."""
+    from metricslam.io.synthetic import render
+    from metricslam.training.evaluate import predict_metric_depth
+
+    world = view_world("room", 3)
+    pose = VIEWS["room"][1](world, np.random.default_rng(3))
+    shots = {}
+    for f in (300.0, 600.0):
+        K = Intrinsics(f, f, 79.5, 59.5, 160, 120)
+        rgb, depth = render(world, pose, K)
+        shots[f] = Sample(rgb=rgb, depth=depth.astype(np.float32), valid=depth > 0, intrinsics=K)
+    wide = CSTMLabel()(shots[300.0], RNG(0))
+    tele = RandomResize((0.5, 0.5))(CSTMLabel()(shots[600.0], RNG(0)), RNG(0))
+    assert tele.intrinsics.fx == pytest.approx(300.0) and tele.depth.shape == (60, 80)
+    centre = wide.depth[30:90, 40:120]
+    ok = (centre > 0) & (tele.depth > 0)
+    ratio = tele.depth[ok] / centre[ok]
+    assert ok.mean() > 0.9 and np.median(ratio) == pytest.approx(1.0, abs=0.01)
+    assert np.percentile(np.abs(ratio - 1), 90) < 0.02
+    assert np.abs(tele.rgb.astype(float) - wide.rgb[30:90, 40:120]).mean() < 12  # same content, same scale
+
+    class Oracle(torch.nn.Module):
+        """Predicts the canonical depth of the image it is shown (the label the pipeline would train it on)."""
+
+        def __init__(self, canonical: np.ndarray):
+            super().__init__()
+            self.canonical = torch.from_numpy(canonical)
+
+        def forward(self, x: torch.Tensor) -> dict:
+            h, w = x.shape[-2:]
+            top, left = (h - self.canonical.shape[0]) // 2, (w - self.canonical.shape[1]) // 2
+            out = torch.zeros(1, 1, h, w)
+            out[0, 0, top:top + self.canonical.shape[0], left:left + self.canonical.shape[1]] = self.canonical
+            return {"prediction": out}
+
+    for s in shots.values():
+        label = CSTMLabel()(s, RNG(0)).depth
+        metric = predict_metric_depth(Oracle(label), s.rgb, s.intrinsics, "label", torch.device("cpu"))
+        np.testing.assert_allclose(metric[s.valid], s.depth[s.valid], rtol=1e-5)
+        image = CSTMImage()(s, RNG(0))  # canonical image: its depth labels are already canonical
+        metric = predict_metric_depth(Oracle(image.depth), s.rgb, s.intrinsics, "image", torch.device("cpu"))
+        inner = s.valid.copy()
+        inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False
+        rel = np.abs(metric[inner] - s.depth[inner]) / s.depth[inner]
+        assert np.median(rel) < 0.02  # bilinear resampling back to the original size blurs depth edges only
 
 
 def test_synthetic_views_vary_the_layout_so_that_only_object_sizes_tell_depth():

@@ -26,8 +26,10 @@ Residual r = target - p per coordinate, weighted by ``weight_scale`` * weight (D
 dropped where X'2 < min_depth, optionally re-weighted by a robust kernel (IRLS on the pixel's residual norm).
 Per edge only the target-pose blocks are reduced over pixels (J_i = -J_j Adj(T_ij) is applied to the reduced
 6x6 blocks, never per pixel). The depth block is diagonal: flow terms plus alpha * c * (d - d_prior)^2 where a
-prior exists, plus the damping eta elsewhere. Poses are solved from the Schur complement in float64 with DROID's
-LM damping H + lm diag(H) + ep I (Cholesky; more damping, then a pseudo-inverse, if it fails) and the depths
+prior exists, plus the damping eta elsewhere, plus the optional scale anchor (a per-pixel pull towards the
+current depth rescaled to the prior's per-keyframe scale, see ``_add_scale_anchor``). Poses are solved from
+the Schur complement in float64 with DROID's LM damping H + lm diag(H) + ep I (Cholesky; more damping, then a
+pseudo-inverse, if it fails) and the depths
 are back-substituted and clamped. Inside, inverse depths and priors are divided (and translations multiplied)
 by the mean prior inverse depth (the mean inverse depth when there is no prior) so thresholds and damping are
 scene independent; this is only a change of units: metric priors give metric results.
@@ -36,6 +38,7 @@ scene independent; this is only a change of units: metric priors give metric res
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -56,6 +59,11 @@ from metricslam.geometry.projective import (
 )
 
 Kernel = Literal["none", "huber", "cauchy"]
+# The scale anchor's level is a trimmed mean over every ANCHOR_STEP-th pixel of the flattened grid (it sorts
+# per keyframe per step; a fifth of the grid is plenty for a mean; a stride prime to the usual grid widths walks
+# through all columns), dropping ANCHOR_TRIM of the log ratios at each end (pixels where flow or prior failed).
+ANCHOR_STEP = 5
+ANCHOR_TRIM = 0.1
 
 
 @dataclass
@@ -75,6 +83,10 @@ class BAOptions:
     robust_px: float = 2.0  # its threshold in pixels
     prior_robust: Kernel = "none"  # kernel on the prior residual |d - d_prior|
     prior_robust_thresh: float = 0.1  # its threshold in normalised inverse depth
+    # Weight of the per-keyframe scale anchor (0 = off): every pixel of a keyframe with a prior is pulled towards
+    # its current inverse depth rescaled so that the keyframe's trimmed mean log ratio to the prior is zero. It
+    # carries only the prior's scale (unbiased on average over a frame), none of its correlated shape errors.
+    scale_anchor: float = 0.0
     motion_only: bool = False  # poses only, depths held
     depth_only: bool = False  # depths only, poses held
     min_invdepth: float = 1e-3  # clamp after every step
@@ -83,6 +95,8 @@ class BAOptions:
     def __post_init__(self) -> None:
         if self.motion_only and self.depth_only:
             raise MetricSlamError("BAOptions: motion_only and depth_only are both true; set at most one of them")
+        if not self.scale_anchor >= 0:
+            raise MetricSlamError(f"BAOptions.scale_anchor={self.scale_anchor}: use a weight >= 0 (0 = off)")
         for name in ("robust", "prior_robust"):
             if getattr(self, name) not in ("none", "huber", "cauchy"):
                 raise MetricSlamError(f"BAOptions.{name}={getattr(self, name)!r}: use none, huber or cauchy")
@@ -150,7 +164,42 @@ def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths:
         a = a * robust_weight(diff.abs(), opts.prior_robust, opts.prior_robust_thresh)
     C = C + a + eta.to(d.dtype) * (1 - c)
     bz = bz - a * diff
+    if opts.scale_anchor > 0:
+        C, bz = _add_scale_anchor(C, bz, d, dp, has_prior, opts.scale_anchor)
     return C, bz
+
+
+def _add_scale_anchor(C: torch.Tensor, bz: torch.Tensor, d: torch.Tensor, dp: torch.Tensor, has_prior: torch.Tensor,
+                      weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the scale anchor to the depth block C and gradient bz (all (K, P)).
+
+    Per keyframe k, l_k = trimmed mean over its prior pixels (sampled) of log(d / d_prior). The anchor's target
+    is d exp(-l_k), fixed at the linearisation point, so the term stays diagonal; its residual d (1 - exp(-l_k))
+    is proportional to d, i.e. a force along the keyframe's scale direction only, and vanishes once l_k = 0. A
+    mean of log ratios weighs near and far pixels alike: a prior that is too near for near things and too far
+    for far things (a common network trait) averages out, where inverse-depth residuals would be dominated by
+    the near pixels.
+    """
+    usable = has_prior & (d > 0)
+    ds, dps, sample = d[:, ::ANCHOR_STEP], dp[:, ::ANCHOR_STEP], usable[:, ::ANCHOR_STEP]
+    ratio = torch.where(sample, torch.log(ds.clamp_min(1e-12) / dps.clamp_min(1e-12)),
+                        torch.full_like(ds, math.inf))
+    level = _trimmed_mean(ratio, sample.sum(dim=1), ANCHOR_TRIM)
+    a = weight * ((sample.sum(dim=1) > 0)[:, None] & (d > 0)).to(d.dtype)
+    residual = d * -torch.expm1(-level)[:, None]
+    return C + a, bz - a * residual
+
+
+def _trimmed_mean(values: torch.Tensor, counts: torch.Tensor, trim: float) -> torch.Tensor:
+    """Per-row mean of the first ``counts`` sorted values of each row without the lowest and highest ``trim``
+    fractions (rows padded with +inf beyond their counts); 0 for empty rows."""
+    ordered = values.sort(dim=1).values
+    lo = (counts * trim).floor()
+    hi = (counts - lo).clamp_min(lo + 1)
+    pos = torch.arange(values.shape[1], device=values.device, dtype=lo.dtype)
+    keep = (pos >= lo[:, None]) & (pos < hi[:, None]) & (pos < counts[:, None])
+    total = torch.where(keep, ordered, torch.zeros_like(ordered)).sum(dim=1)
+    return total / keep.sum(dim=1).clamp_min(1)
 
 
 def _add_pair_blocks(H: torch.Tensor, X: torch.Tensor, e: torch.Tensor, f: torch.Tensor, A: torch.Tensor,

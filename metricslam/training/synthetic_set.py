@@ -1,20 +1,19 @@
 """A multi-camera training set rendered from the synthetic worlds, written as Metric3D annotation files.
 
-Each camera (a focal length from about 300 to 1500 px on one of several small sensors) takes its views in worlds
-of each scene type. Every view is its own world instance, placed so that the scene's layout says little about
-metric depth; what does is the physical size of objects and textures, which stays fixed -- the cue a canonical
-camera relies on (canonical depth = f_c * size / size in pixels):
+The same worlds are seen by different cameras: each view (a world instance and a camera pose in it) is
+photographed from that one pose by several of the split's focal lengths (``cameras_per_view``, about 300 to
+1500 px) on one sensor drawn at random, so neither the scene nor the image size tells which focal length took a
+picture. Within a view the images differ only by the zoom, which changes the canonical depth (f_c * depth / f)
+and not the metric one: a network that ignores the camera cannot be right for all of them. Every view is its own
+world instance, placed so that the layout says little about metric depth:
 - indoors, a furnished room of random size (5-12 x 4.5-9 x 2.5-4 m) seen from a random spot at a random eye
   height (0.5-2.2 m) and tilt, looking across the room;
 - outdoors, a street seen from a random place along it, a random lane position and a camera height from a low
   car to a bus (1.2-3.2 m), with a random downward tilt;
-- noise textures have a physical grain (see NOISE_GRAIN) instead of the renderer's self-similar default.
-With a fixed room and a fixed camera height, a network could read depth off the layout (wall distances, the floor
-seen from a known height) without the focal length; with self-similar textures, most surfaces would not show
-their distance at all. One data set per scene type is written, so the trainer can
-balance indoor and outdoor:
+- textures have standard physical sizes (see PATTERN_PERIODS): how large they look tells metres per pixel.
+One data set per scene type is written, so the trainer can balance indoor and outdoor:
 
-    OUT/room/annotation.json, OUT/room/{rgb,depth,normal}/cam03_0002.png, ...   (same for street)
+    OUT/room/annotation.json, OUT/room/{rgb,depth,normal}/cam03_0002.png, ...   (focal index, view index)
 
 Train and held-out splits use disjoint focal lengths and world seeds: the held-out cameras test metric depth on
 focal lengths never seen in training. Images are small (at most 224 px wide) so that CPU training is quick.
@@ -57,10 +56,15 @@ _STREET_OFFSET = (-3.0, 3.0)
 _STREET_HEIGHT = (1.2, 3.2)
 _STREET_PITCH = (-0.15, -0.01)
 _STREET_YAW = 0.15
-# Noise textures roll off beyond this many texels (materials' texels are 2-20 mm, so grains of about 3-30 cm):
-# the renderer's default self-similar noise looks the same at every distance and would hide the very cue a
-# canonical camera relies on, the physical size of things.
+# Standard physical sizes. Canonical depth is f_c * size / (size in pixels): it can be read off an image only
+# where things have a known size. The renderer's materials do not: noise texels of 2-20 mm with a self-similar
+# spectrum look alike at every distance, and pattern periods range from 2 cm to 3.5 m with no link to what the
+# pattern is. Here every noise texture has one grain (NOISE_GRAIN texels of NOISE_TEXEL m: 8 cm) and every
+# pattern kind one period in metres (as bricks, tiles and windows have), so that appearance tells metres per
+# pixel, and only the focal length turns that into metric depth.
 NOISE_GRAIN = 16.0
+NOISE_TEXEL = 0.005
+PATTERN_PERIODS = {"stripes": 0.15, "checker": 0.4, "bricks": 0.25, "windows": 2.5}
 # A view where fewer pixels have a depth label (sky, beyond max_depth) is drawn again, at most _REDRAWS times.
 _MIN_VALID = 0.5
 _REDRAWS = 10
@@ -71,28 +75,46 @@ class SyntheticSetConfig:
     split: Literal["train", "held_out"] = "train"
     scenes: tuple[str, ...] = ("room", "street")
     focals: tuple[float, ...] | None = None  # None: the split's default list
-    frames_per_camera: int = 8
+    frames_per_camera: int = 8  # images per focal length and scene type
+    # How many of the split's focal lengths photograph each view (same world, same pose, same sensor).
+    cameras_per_view: int = 5
     seed: int = 0
     max_depth: float = 80.0  # metres; farther ground truth is marked invalid (a LiDAR-like range)
     normals: bool = True
 
 
-@dataclass(frozen=True)
-class SyntheticCamera:
-    width: int
-    height: int
-    focal: float
-
-
-def cameras_for(cfg: SyntheticSetConfig) -> list[SyntheticCamera]:
-    """The split's cameras: its focal lengths, assigned to the sensors in turn."""
+def split_focals(cfg: SyntheticSetConfig) -> tuple[float, ...]:
+    """The split's focal lengths (px): ``cfg.focals``, or the split's default list."""
     focals = cfg.focals if cfg.focals is not None else (TRAIN_FOCALS if cfg.split == "train" else HELD_OUT_FOCALS)
-    offset = 0 if cfg.split == "train" else 1  # held-out cameras pair focal lengths with other sensors
-    return [SyntheticCamera(*SENSORS[(k + offset) % len(SENSORS)], float(f)) for k, f in enumerate(focals)]
+    return tuple(float(f) for f in focals)
 
 
-def _world_seed(cfg: SyntheticSetConfig, camera_index: int, view: int) -> int:
-    return int(np.random.SeedSequence([cfg.seed, cfg.split != "train", camera_index, view]).generate_state(1)[0])
+@dataclass(frozen=True)
+class SyntheticView:
+    """One world instance and pose, photographed on one sensor by several focal lengths (indices into
+    split_focals)."""
+
+    index: int
+    seed: int
+    sensor: tuple[int, int]
+    cameras: tuple[int, ...]
+
+
+def views_for(cfg: SyntheticSetConfig, scene: str) -> list[SyntheticView]:
+    """The split's views of ``scene``: each round gives every focal length one view, in groups of
+    ``cameras_per_view`` drawn at random, and every view a random sensor -- so neither the world nor the image
+    size tells which focal length took a picture."""
+    n = len(split_focals(cfg))
+    group = max(1, min(cfg.cameras_per_view, n))
+    rng = np.random.default_rng([cfg.seed, cfg.split != "train", sorted(VIEWS).index(scene)])
+    views: list[SyntheticView] = []
+    for _ in range(cfg.frames_per_camera):
+        order = rng.permutation(n)
+        for start in range(0, n, group):
+            seed = int(rng.integers(2**31))
+            sensor = SENSORS[int(rng.integers(len(SENSORS)))]
+            views.append(SyntheticView(len(views), seed, sensor, tuple(int(k) for k in order[start:start + group])))
+    return views
 
 
 def _room_world(seed: int) -> Scene:
@@ -139,27 +161,36 @@ VIEWS = {"room": (_room_world, _room_pose), "street": (_street_world, _street_po
 
 
 def view_world(scene: str, seed: int) -> Scene:
-    """World instance ``seed`` of ``scene`` as the set renders it: its noise textures have a physical grain."""
-    from metricslam.io.synthetic.texture import NoiseTile
+    """World instance ``seed`` of ``scene`` as the set renders it: with the standard physical sizes above."""
+    from metricslam.io.synthetic.scene import INV_TEXEL, PATTERN, PERIOD
+    from metricslam.io.synthetic.texture import PATTERNS, NoiseTile
 
     build, _ = VIEWS[scene]
-    return replace(build(seed), noise=NoiseTile(np.random.default_rng([seed, 9]), grain=NOISE_GRAIN))
+    world = replace(build(seed), noise=NoiseTile(np.random.default_rng([seed, 9]), grain=NOISE_GRAIN))
+    world.surface[INV_TEXEL] = 1.0 / NOISE_TEXEL
+    periods = np.array([PATTERN_PERIODS.get(kind, 1.0) for kind in PATTERNS], np.float32)
+    world.surface[PERIOD] = periods[world.surface[PATTERN].astype(np.int64)]
+    return world
 
 
-def _render_view(scene: str, camera: SyntheticCamera, seed: int, max_depth: float):
-    """(rgb, depth capped at ``max_depth``, intrinsics, depth PNG scale) of one view of its own world instance."""
+def _render_view(scene: str, view: SyntheticView, focals: tuple[float, ...], max_depth: float):
+    """[(rgb, depth capped at ``max_depth``, intrinsics)] of the view through each of its cameras, and the depth
+    PNG scale. The pose is drawn again until every camera has enough labelled pixels."""
     from metricslam.io.synthetic import render
 
-    w, h = camera.width, camera.height
-    K = Intrinsics(camera.focal, camera.focal, (w - 1) / 2, (h - 1) / 2, w, h)  # as SyntheticSequence's
-    world, (_, draw_pose) = view_world(scene, seed), VIEWS[scene]
-    rng = np.random.default_rng([seed, 8])
+    w, h = view.sensor
+    cameras = [Intrinsics(focals[k], focals[k], (w - 1) / 2, (h - 1) / 2, w, h) for k in view.cameras]
+    world, (_, draw_pose) = view_world(scene, view.seed), VIEWS[scene]
+    rng = np.random.default_rng([view.seed, 8])
     for _ in range(_REDRAWS + 1):
-        rgb, depth = render(world, draw_pose(world, rng), K)
-        depth = np.where(depth <= max_depth, depth, 0).astype(np.float32)
-        if (depth > 0).mean() >= _MIN_VALID:
+        pose = draw_pose(world, rng)
+        shots = []
+        for K in cameras:
+            rgb, depth = render(world, pose, K)
+            shots.append((rgb, np.where(depth <= max_depth, depth, 0).astype(np.float32), K))
+        if min((d > 0).mean() for _, d, _ in shots) >= _MIN_VALID:
             break
-    return rgb, depth, K, world.depth_scale
+    return shots, world.depth_scale
 
 
 def _write_normals(path: Path, normal: np.ndarray) -> None:
@@ -175,18 +206,20 @@ def write_synthetic_set(out_dir: str | os.PathLike, cfg: SyntheticSetConfig | No
     """Render the split and write one annotation file per scene type; returns their paths."""
     cfg = cfg or SyntheticSetConfig()
     unknown = [s for s in cfg.scenes if s not in VIEWS]
-    if unknown or not cfg.scenes or cfg.frames_per_camera < 1:
-        raise InputError(f"synthetic set needs scenes from {', '.join(VIEWS)} and frames_per_camera >= 1, got "
-                         f"scenes {list(cfg.scenes)}, frames_per_camera {cfg.frames_per_camera}")
+    if unknown or not cfg.scenes or cfg.frames_per_camera < 1 or cfg.cameras_per_view < 1:
+        raise InputError(f"synthetic set needs scenes from {', '.join(VIEWS)}, frames_per_camera >= 1 and "
+                         f"cameras_per_view >= 1, got scenes {list(cfg.scenes)}, frames_per_camera "
+                         f"{cfg.frames_per_camera}, cameras_per_view {cfg.cameras_per_view}")
     out = Path(out_dir)
+    focals = split_focals(cfg)
     annotations = []
     for scene in cfg.scenes:
         root = out / scene
         files = []
-        for k, cam in enumerate(cameras_for(cfg)):
-            for i in range(cfg.frames_per_camera):
-                rgb, depth, K, depth_scale = _render_view(scene, cam, _world_seed(cfg, k, i), cfg.max_depth)
-                stem = f"cam{k:02d}_{i:04d}"
+        for view in views_for(cfg, scene):
+            shots, depth_scale = _render_view(scene, view, focals, cfg.max_depth)
+            for k, (rgb, depth, K) in zip(view.cameras, shots):
+                stem = f"cam{k:02d}_{view.index:04d}"
                 entry = {"rgb": f"rgb/{stem}.png", "depth": f"depth/{stem}.png", "depth_scale": depth_scale,
                          "cam_in": [K.fx, K.fy, K.cx, K.cy]}
                 write_rgb(root / entry["rgb"], rgb)
