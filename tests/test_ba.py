@@ -16,13 +16,7 @@ F64 = torch.float64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These problems are tiny: thread start-up costs more than it saves, and CI machines are shared.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturb(problem: BAProblem, t: float = 0.05, r_deg: float = 3.0, dz: float = 0.2, seed: int = 1,
