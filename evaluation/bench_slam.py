@@ -8,8 +8,9 @@ metric priors computed before the clock starts; the timed part is ``Slam.track``
 ``Slam.finish`` (final global BA and the all-frame filler). Reported per scene:
 
 - fps: frames / (tracking + finish) seconds; fps per CPU s: frames / process CPU seconds of the same part (all
-  threads), the throughput a core gives when no other job shares it (wall-clock fps falls with the machine's load); ms/frame for frames that did not become keyframes, ms/keyframe for
-  those that did (tracking + window BA, and the periodic global BA when it falls on that frame); finish seconds
+  threads), the throughput a core gives when no other job shares it (wall-clock fps falls with the machine's
+  load); ms/frame for frames that did not become keyframes, ms/keyframe for those that did (tracking + window
+  BA, and the periodic global BA when it falls on that frame); finish seconds
 - memory: growth of the process's resident set during the timed part over its size at the start (sampled every
   10 ms), and the keyframe store's own bytes per keyframe (KeyframeStore.nbytes: grids, images, full priors)
 - ATE SE3 and the KITTI t_err (street) as a sanity check that the timed work was real work
@@ -127,7 +128,8 @@ def measure(scene: str, frames: int, width: int, height: int, cfg: SlamConfig) -
     cam = ready[0].intrinsics
     return Row(
         scene=scene, frames=len(ready), size=f"{cam.height}x{cam.width}", keyframes=rec.num_keyframes,
-        fps=len(ready) / total, cpu_fps=len(ready) / cpu, ms_frame=1e3 * float(np.mean(frame_times)) if frame_times else float("nan"),
+        fps=len(ready) / total, cpu_fps=len(ready) / cpu,
+        ms_frame=1e3 * float(np.mean(frame_times)) if frame_times else float("nan"),
         ms_keyframe=1e3 * float(np.mean(keyframe_times)), finish_s=finish, rss_growth_mb=rss.growth_mb,
         store_mb_per_kf=store_bytes / 2**20 / max(len(slam.store), 1), ate_se3_m=metrics["ate_se3_rmse_m"],
         kitti_t_err_pct=metrics["kitti_t_err_pct"],

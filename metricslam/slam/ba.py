@@ -184,8 +184,9 @@ def _add_scale_anchor(C: torch.Tensor, bz: torch.Tensor, d: torch.Tensor, dp: to
     ds, dps, sample = d[:, ::ANCHOR_STEP], dp[:, ::ANCHOR_STEP], usable[:, ::ANCHOR_STEP]
     ratio = torch.where(sample, torch.log(ds.clamp_min(1e-12) / dps.clamp_min(1e-12)),
                         torch.full_like(ds, math.inf))
-    level = _trimmed_mean(ratio, sample.sum(dim=1), ANCHOR_TRIM)
-    a = weight * ((sample.sum(dim=1) > 0)[:, None] & (d > 0)).to(d.dtype)
+    counts = sample.sum(dim=1)
+    level = _trimmed_mean(ratio, counts, ANCHOR_TRIM)
+    a = weight * ((counts > 0)[:, None] & (d > 0)).to(d.dtype)
     residual = d * -torch.expm1(-level)[:, None]
     return C + a, bz - a * residual
 

@@ -100,6 +100,8 @@ class ClassicalCorrespondence:
         self.stride = stride
         self.flow = DenseFlow(self.config.preset)
         self.filter_flow = DenseFlow(self.config.filter_preset)
+        # Tracking asks for the same keyframe's texture on every frame: remember the last image and its weight.
+        self._last_texture: tuple[np.ndarray, np.ndarray] | None = None
 
     def _confidence(self, grey_i: np.ndarray, warped_j: np.ndarray, tgt: np.ndarray, size: tuple[int, int]
                     ) -> np.ndarray:
@@ -141,7 +143,11 @@ class ClassicalCorrespondence:
 
     def texture(self, grey_i: np.ndarray) -> np.ndarray | None:
         """Texture weight (h, w) of a source image's grid cells, None when disabled."""
-        return texture_weight(grey_i, self.stride, self.config.texture) if self.config.texture > 0 else None
+        if self.config.texture <= 0:
+            return None
+        if self._last_texture is None or self._last_texture[0] is not grey_i:
+            self._last_texture = (grey_i, texture_weight(grey_i, self.stride, self.config.texture))
+        return self._last_texture[1]
 
     def pair(
         self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
