@@ -11,6 +11,7 @@ from metricslam.depth.priors import PriorConfig
 from metricslam.slam.ba import BAOptions
 from metricslam.slam.correspondence.classical import FlowConfig
 from metricslam.slam.pnp import PnpConfig
+from metricslam.slam.rgbd_refine import RgbdRefineConfig
 
 
 @dataclass
@@ -77,6 +78,9 @@ class SlamConfig:
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     filler: FillerConfig = field(default_factory=FillerConfig)
+    # With a depth sensor, direct RGB-D odometry places the non-keyframes and, with a pose graph, refines the BA's
+    # keyframe poses before the filler (flow alone is about half a pixel off on real images).
+    rgbd_refine: RgbdRefineConfig = field(default_factory=RgbdRefineConfig)
     # Flow that is wrong but forward-backward consistent (periodic texture, large motion) is common: a Cauchy
     # kernel on the residual keeps it from dragging the solution. The prior's weight alpha is scaled by
     # prior.weight (network priors are trusted far less per pixel than sensor depth). The scale anchor gives the

@@ -17,7 +17,7 @@ from metricslam.device import resolve_device
 from metricslam.geometry import se3
 from metricslam.geometry.projective import reproject
 from metricslam.io.frame import Frame
-from metricslam.slam.backend import Backend
+from metricslam.slam.backend import Backend, proximity_pairs
 from metricslam.slam.ba import refine_pose
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
@@ -27,6 +27,7 @@ from metricslam.slam.graph import EdgeCache, initial_flows
 from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.reconstruction import Reconstruction
+from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.video import KeyframeStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Slam:
         self._failures = 0
         self._since_backend = 0
         self._camera = None
+        self._rgbd: RgbdAligner | None = None  # direct RGB-D alignment, when the prior is measured depth
+        self._rgbd_keyframe: tuple[int, object] | None = None  # (uid, aligner image) of the latest keyframe
+        self.rgbd_stats: RefineStats | None = None  # what the RGB-D refinement at the end did, if it ran
 
     # -- set-up on the first frame -------------------------------------------------------------------------
     def _start(self, frame: Frame) -> None:
@@ -125,8 +129,28 @@ class Slam:
             self._add_keyframe(f, g, pose)
         else:
             rel = pose @ se3.inverse(self.store.poses[k])
-            self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
-                                            tw.half(), ww.half()))
+            aligned = self._align_rgbd(f, k, rel)
+            if aligned is not None:
+                self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), aligned, True))
+            else:
+                self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
+                                                tw.half(), ww.half()))
+
+    def _align_rgbd(self, f: Frame, k: int, rel: torch.Tensor) -> torch.Tensor | None:
+        """The frame's pose relative to keyframe k (T_frame_kf) by direct RGB-D odometry from ``rel``, or None
+        (no measured depth, or the odometry failed). The filler keeps such a pose as it is."""
+        depth = self.store.prior_depth_full[k]
+        if self._rgbd is None or depth is None:
+            return None
+        measured = self.prior(f)
+        if measured is None:
+            return None
+        uid = int(self.store.uid[k])
+        if self._rgbd_keyframe is None or self._rgbd_keyframe[0] != uid:
+            self._rgbd_keyframe = (uid, self._rgbd.image(self.store.rgb[k], depth))
+        found = self._rgbd.align(self._rgbd.image(f.rgb, measured[0]), self._rgbd_keyframe[1],
+                                 np.linalg.inv(rel.cpu().numpy()))
+        return None if found is None else torch.from_numpy(np.linalg.inv(found[0])).to(rel)
 
     def _flow_to(self, k: int, guess_cw: torch.Tensor, rgb: np.ndarray, g: np.ndarray
                  ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
@@ -240,6 +264,9 @@ class Slam:
             if bool(has.any()):
                 invdepth = torch.where(has, prior_inv, torch.full_like(prior_inv, float(prior_inv[has].median())))
             prior_full = depth.astype(np.float16)
+            rgbd = self.config.rgbd_refine
+            if self._rgbd is None and rgbd.enabled and self.prior.name in rgbd.priors:
+                self._rgbd = RgbdAligner(self._camera, rgbd, depth)
         k = self.store.append(f.index, f.timestamp, pose_cw, invdepth, prior_inv, prior_conf, g, f.rgb, prior_full)
         self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]),
                                         torch.eye(4, dtype=torch.float64, device=self.device), True))
@@ -257,6 +284,22 @@ class Slam:
             self.backend.run(self.segment_starts, cfg.backend.iters, window=100, loops_only_after=cfg.frontend.window)
             self._since_backend = 0
 
+    def _refine_rgbd(self) -> None:
+        """Direct RGB-D odometry + pose graph on the keyframes when the prior is measured depth."""
+        depths = self.store.prior_depth_full
+        if self._rgbd is None or len(self.store) < 2 or any(d is None for d in depths):
+            return
+        log.info("RGB-D refinement of %d keyframes", len(self.store))
+        gaps, b = self.config.rgbd_refine.gaps, self.config.backend
+        loops = proximity_pairs(self.store, self.grid_intrinsics, 0, max(gaps), b.proximity_thresh, b.nms,
+                                b.max_edges_per_keyframe)
+        pairs = odometry_pairs(self.segment_starts, len(self.store), gaps, loops)
+        poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, depths, self.store.poses, pairs,
+                                             self.segment_starts)
+        self.store.poses[:] = poses
+        self.rgbd_stats = stats
+        log.info("RGB-D refinement: %d odometry edges kept, %d dropped", stats.edges, stats.dropped)
+
     # -- the end ----------------------------------------------------------------------------------------------
     def finish(self) -> Reconstruction:
         """Final global BA, a pose for every frame, and the reconstruction."""
@@ -267,6 +310,7 @@ class Slam:
         cfg = self.config
         if cfg.backend.enabled and len(self.store) > 1:
             self.backend.run(self.segment_starts, cfg.backend.final_iters)
+        self._refine_rgbd()
         poses_cw = fill_poses(self.records, self.store, self.grid_intrinsics, cfg.filler.iters, cfg.filler.chunk,
                               self._track_opts)
         store = self.store
