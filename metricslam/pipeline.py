@@ -152,7 +152,7 @@ def run_sequence(
     with open_viewer(viz) as viewer:
         tracked = track_sequence(slam, sequence, progress, viewer)
         start = time.perf_counter()
-        rec = slam.finish()
+        rec = slam.finish(progress)
         seconds = tracked + time.perf_counter() - start
         fps = rec.num_frames / max(seconds, 1e-9)
 

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import open3d as o3d
 import torch
+from tqdm import tqdm
 
 from metricslam.geometry import se3
 from metricslam.geometry.camera import Intrinsics
@@ -113,11 +114,11 @@ def odometry_pairs(segment_starts: list[int], count: int, gaps: tuple[int, ...],
 
 
 def refine_keyframe_poses(aligner: RgbdAligner, images: list[np.ndarray], depths: list[np.ndarray],
-                          poses_cw: torch.Tensor, pairs: list[tuple[int, int]], segment_starts: list[int]
-                          ) -> tuple[torch.Tensor, RefineStats]:
+                          poses_cw: torch.Tensor, pairs: list[tuple[int, int]], segment_starts: list[int],
+                          progress: bool = False) -> tuple[torch.Tensor, RefineStats]:
     """Refined keyframe poses T_cw (K, 4, 4) from RGB (H, W, 3) uint8 and depth (H, W) metres (0 = invalid),
     aligning keyframes i < j for each pair (see ``odometry_pairs``). Each segment's first keyframe keeps its
-    pose."""
+    pose. ``progress`` shows a bar over the pairs."""
     if not pairs:
         return poses_cw, RefineStats(0, 0)
     frames = [aligner.image(im, d) for im, d in zip(images, depths)]
@@ -126,7 +127,7 @@ def refine_keyframe_poses(aligner: RgbdAligner, images: list[np.ndarray], depths
     for pose in poses_wc:
         graph.nodes.append(o3d.pipelines.registration.PoseGraphNode(pose))
     edges = []
-    for i, j in pairs:
+    for i, j in tqdm(pairs, desc="RGB-D refinement", unit="pair", disable=not progress, dynamic_ncols=True):
         found = aligner.align(frames[j], frames[i], np.linalg.inv(poses_wc[i]) @ poses_wc[j])
         if found is not None:
             edges.append((i, j, *found))

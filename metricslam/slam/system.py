@@ -284,7 +284,7 @@ class Slam:
             self.backend.run(self.segment_starts, cfg.backend.iters, window=100, loops_only_after=cfg.frontend.window)
             self._since_backend = 0
 
-    def _refine_rgbd(self) -> None:
+    def _refine_rgbd(self, progress: bool) -> None:
         """Direct RGB-D odometry + pose graph on the keyframes when the prior is measured depth."""
         depths = self.store.prior_depth_full
         if self._rgbd is None or len(self.store) < 2 or any(d is None for d in depths):
@@ -295,14 +295,15 @@ class Slam:
                                 b.max_edges_per_keyframe)
         pairs = odometry_pairs(self.segment_starts, len(self.store), gaps, loops)
         poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, depths, self.store.poses, pairs,
-                                             self.segment_starts)
+                                             self.segment_starts, progress=progress)
         self.store.poses[:] = poses
         self.rgbd_stats = stats
         log.info("RGB-D refinement: %d odometry edges kept, %d dropped", stats.edges, stats.dropped)
 
     # -- the end ----------------------------------------------------------------------------------------------
-    def finish(self) -> Reconstruction:
-        """Final global BA, a pose for every frame, and the reconstruction."""
+    def finish(self, progress: bool = False) -> Reconstruction:
+        """Final global BA, a pose for every frame, and the reconstruction (``progress``: a bar over the RGB-D
+        refinement, the one long step here)."""
         if self._camera is None:
             from metricslam.errors import InputError
 
@@ -310,7 +311,7 @@ class Slam:
         cfg = self.config
         if cfg.backend.enabled and len(self.store) > 1:
             self.backend.run(self.segment_starts, cfg.backend.final_iters)
-        self._refine_rgbd()
+        self._refine_rgbd(progress)
         poses_cw = fill_poses(self.records, self.store, self.grid_intrinsics, cfg.filler.iters, cfg.filler.chunk,
                               self._track_opts)
         store = self.store
