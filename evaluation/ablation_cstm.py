@@ -3,14 +3,15 @@
     python evaluation/ablation_cstm.py --out outputs/ablation_cstm --seeds 0 1
 
 Renders the synthetic multi-camera set (train: 10 focal lengths 300..1500 px, held out: 5 other focal lengths and
-other world instances; indoor + outdoor; each view photographed from one pose by 5 of its split's focal lengths
-on one random sensor, so the same worlds are seen by every camera; textures of standard physical sizes, so that
-appearance tells metres per pixel and only the camera tells metres), trains the small ConvNeXt-Hourglass three
-times per seed with the same budget and losses -- CSTM_label, CSTM_image, no CSTM -- and evaluates metric depth
-(no scale alignment) on the held-out cameras: per-image AbsRel and d1, averaged over images, and, per scene
-type, the median predicted / true depth per held-out focal length (1 = metric; a trend with the
-focal length means the network does not know the camera), and the same on every third training image (does the
-network fit its own cameras?). Prints the tables and writes results.json and table.md.
+other world instances; indoor + outdoor; each world photographed by 5 of its split's focal lengths on one random
+sensor, each camera from its own pose at a domain-typical height and near level, so the same worlds are seen by
+every camera; textures of standard physical sizes, so that appearance tells metres per pixel and only the camera
+tells metres), trains the small ConvNeXt-Hourglass three times per seed with the same budget and losses --
+CSTM_label, CSTM_image, no CSTM -- and evaluates metric depth (no scale alignment) on the held-out cameras:
+per-image AbsRel and d1, averaged over images, and, per scene type, the median predicted / true depth per held-out
+focal length (1 = metric; a trend with the focal length means the network does not know the camera), and the same
+on every third training image (does the network fit its own cameras?). Prints the tables and writes results.json
+and table.md.
 A run whose folder already holds a finished training with the same settings is evaluated again, not retrained,
 so an interrupted ablation continues where it stopped.
 """
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from metricslam.config import to_dict  # noqa: E402
+from metricslam.depth.cstm import CANONICAL_FOCAL, MAX_DEPTH  # noqa: E402
 from metricslam.errors import MetricSlamError  # noqa: E402
 from metricslam.io.atomic import write_text_atomic  # noqa: E402
 from metricslam.training.checkpoint import load_checkpoint  # noqa: E402
@@ -41,7 +43,8 @@ from metricslam.training.data import AnnotationDataset  # noqa: E402
 from metricslam.training.evaluate import predict_metric_depth  # noqa: E402
 from metricslam.training.small_model import build_model  # noqa: E402
 from metricslam.training.synthetic_set import (  # noqa: E402
-    NOISE_GRAIN, NOISE_TEXEL, PATTERN_PERIODS, SyntheticSetConfig, split_focals, write_synthetic_set,
+    CAMERA_PLACEMENT, HELD_OUT_FOCALS, NOISE_GRAIN, NOISE_TEXEL, PATTERN_PERIODS, TRAIN_FOCALS, SyntheticSetConfig,
+    split_focals, write_synthetic_set,
 )
 from metricslam.training.trainer import train  # noqa: E402
 
@@ -51,16 +54,24 @@ SCENE_NAMES = {"room": "indoor", "street": "outdoor"}
 METRIC_COLUMNS = ("indoor", "outdoor", "all")
 
 
-def render_data(root: Path, frames: int, held_out_frames: int, seed: int, cameras_per_view: int
-                ) -> dict[str, list[Path]]:
+def scaled_focals(split: str, focal_scale: float) -> tuple[float, ...] | None:
+    """The split's focal lengths times ``focal_scale`` (None: the default list unchanged)."""
+    if focal_scale == 1.0:
+        return None
+    return tuple(f * focal_scale for f in split_focals(SyntheticSetConfig(split=split)))
+
+
+def render_data(root: Path, frames: int, held_out_frames: int, seed: int, cameras_per_view: int,
+                focal_scale: float = 1.0, max_depth: float = 80.0) -> dict[str, list[Path]]:
     """Train and held-out annotation files, rendered unless a folder rendered with the same settings exists."""
     out = {}
     for split, n in (("train", frames), ("held_out", held_out_frames)):
         cfg = SyntheticSetConfig(split=split, scenes=SCENES, frames_per_camera=n, seed=seed,
-                                 cameras_per_view=cameras_per_view)
+                                 cameras_per_view=cameras_per_view, focals=scaled_focals(split, focal_scale),
+                                 max_depth=max_depth)
         stamp = root / split / "settings.json"
         settings = json.dumps({**asdict(cfg), "noise_grain": NOISE_GRAIN, "noise_texel": NOISE_TEXEL,
-                               "pattern_periods": PATTERN_PERIODS})
+                               "pattern_periods": PATTERN_PERIODS, "camera_placement": CAMERA_PLACEMENT})
         paths = [root / split / scene / "annotation.json" for scene in SCENES]
         if not (all(p.is_file() for p in paths) and stamp.is_file() and stamp.read_text() == settings):
             write_synthetic_set(root / split, cfg)
@@ -188,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out-frames", type=int, default=8,
                    help="held-out images per focal length and scene (default 8)")
     p.add_argument("--cameras-per-view", type=int, default=5,
-                   help="focal lengths that photograph each world view from the same pose (default 5)")
+                   help="focal lengths that photograph each world, each from its own pose (default 5)")
+    p.add_argument("--focal-scale", type=float, default=1.0,
+                   help="multiply every focal length by this (default 1: 300..1500 px). 0.25 gives the small images "
+                        "fields of view like ordinary cameras' (22-112 degrees wide instead of 5-41)")
+    p.add_argument("--max-depth", type=float, default=80.0,
+                   help="farthest labelled depth in metres (default 80; lower it with --focal-scale so canonical "
+                        "labels, depth x 1000 / f, stay inside the network's 300 m bins)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered data (the same for every run)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
@@ -200,20 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        data = render_data(args.out / "data", args.frames, args.held_out_frames, args.data_seed, args.cameras_per_view)
+        shortest = min(TRAIN_FOCALS + HELD_OUT_FOCALS) * args.focal_scale
+        if args.focal_scale <= 0 or args.max_depth * CANONICAL_FOCAL / shortest > MAX_DEPTH:
+            raise MetricSlamError(f"--max-depth {args.max_depth:g} with --focal-scale {args.focal_scale:g} gives "
+                                  f"canonical labels beyond {MAX_DEPTH:g} m; lower --max-depth")
+        data = render_data(args.out / "data", args.frames, args.held_out_frames, args.data_seed, args.cameras_per_view,
+                           args.focal_scale, args.max_depth)
         rows = [run_mode(mode, seed, data, args) for seed in args.seeds for mode in args.modes]
     except MetricSlamError as exc:
         print(f"ablation_cstm: error: {exc}", file=sys.stderr)
         return 2
-    train_focals = sorted(split_focals(SyntheticSetConfig(split="train")))
-    held_focals = sorted(split_focals(SyntheticSetConfig(split="held_out")))
+    train_focals = sorted(f * args.focal_scale for f in TRAIN_FOCALS)
+    held_focals = sorted(f * args.focal_scale for f in HELD_OUT_FOCALS)
     minutes = ", ".join(f"{MODES[r['mode']]} seed {r['seed']} {r['seconds'] / 60:.1f}" for r in rows)
     summary = (f"held-out cameras: focal {', '.join(f'{f:g}' for f in held_focals)} px (training: "
                f"{', '.join(f'{f:g}' for f in train_focals)} px); {args.frames} training and {args.held_out_frames} "
                f"held-out images per focal length and scene, {args.cameras_per_view} focal lengths per view; "
-               f"{args.steps} steps x batch {args.batch}, crop {args.crop[0]}x{args.crop[1]}, SILog focus "
-               f"{args.silog_focus:g}, {args.threads} thread(s); metric depth, no alignment; per-image mean. Training "
-               f"minutes per run: {minutes}")
+               f"max depth {args.max_depth:g} m; {args.steps} steps x batch {args.batch}, crop "
+               f"{args.crop[0]}x{args.crop[1]}, SILog focus {args.silog_focus:g}, {args.threads} thread(s); metric "
+               f"depth, no alignment; per-image mean. Training minutes per run: {minutes}")
     table = format_tables(rows)
     print(summary)
     print(table)

@@ -1,17 +1,20 @@
 """A multi-camera training set rendered from the synthetic worlds, written as Metric3D annotation files.
 
-The same worlds are seen by different cameras: each view (a world instance and a camera pose in it) is
-photographed from that one pose by several of the split's focal lengths (``cameras_per_view``, about 300 to
-1500 px) on one sensor drawn at random, so neither the scene nor the image size tells which focal length took a
-picture. Within a view the images differ only by the zoom, which changes the canonical depth (f_c * depth / f)
-and not the metric one: a network that ignores the camera cannot be right for all of them. Every view is its own
-world instance, placed so that the layout says little about metric depth:
-- indoors, a furnished room of random size (5-12 x 4.5-9 x 2.5-4 m) seen from a random spot at a random eye
-  height (0.5-2.2 m) and tilt, looking across the room;
-- outdoors, a street seen from a random place along it, a random lane position and a camera height from a low
-  car to a bus (1.2-3.2 m), with a random downward tilt;
-- textures have standard physical sizes (see PATTERN_PERIODS): how large they look tells metres per pixel.
-One data set per scene type is written, so the trainer can balance indoor and outdoor:
+The same worlds are seen by different cameras: each view (a world instance on one sensor drawn at random) is
+photographed by several of the split's focal lengths (``cameras_per_view``, about 300 to 1500 px), each from its
+own random place and heading in that world, so neither the scene nor the image size tells which focal length took
+a picture. Cameras sit at a height typical of their domain and are held almost level, as in real data sets (KITTI's
+car camera at 1.65 m, hand-held and NYU cameras at 1.2-1.6 m):
+- indoors, a furnished room of random size (5-12 x 4.5-9 x 2.5-4 m) seen from a random spot at eye height
+  (1.2-1.6 m), looking across the room;
+- outdoors, a street seen from a random place along it and a random lane position, from a car-mounted height
+  (1.5-1.8 m);
+- tilt -0.06..0.02 rad (up is positive) in both.
+Then a ground pixel dv rows below the horizon has canonical depth f_c * h / dv, which the image shows (where it
+sits relative to the horizon, and how large textures of standard physical size look, see PATTERN_PERIODS), and
+metric depth f * h / dv, which needs the focal length: similar-looking images from different cameras have metric
+depths in proportion to f. That is the ambiguity CSTM resolves (Metric3D, Fig. 2). One data set per scene type is
+written, so the trainer can balance indoor and outdoor:
 
     OUT/room/annotation.json, OUT/room/{rgb,depth,normal}/cam03_0002.png, ...   (focal index, view index)
 
@@ -43,19 +46,19 @@ if TYPE_CHECKING:
 SENSORS: tuple[tuple[int, int], ...] = ((160, 120), (192, 108), (144, 144), (224, 80))
 TRAIN_FOCALS: tuple[float, ...] = (300, 360, 430, 520, 620, 750, 900, 1080, 1250, 1500)
 HELD_OUT_FOCALS: tuple[float, ...] = (330, 470, 680, 980, 1370)
-# Indoor views: room size (sx, sy, sz) m, eye height m, tilt rad (up is positive). Eyes stay this far from the
-# walls, clear of the furniture along them, and look at a point in the middle 40 % of the room.
+# Indoor views: room size (sx, sy, sz) m. Eyes stay this far from the walls, clear of the furniture along them,
+# and look at a point in the middle 40 % of the room.
 _ROOM_SIZE = ((5.0, 12.0), (4.5, 9.0), (2.5, 4.0))
-_ROOM_EYE_HEIGHT = (0.5, 2.2)
-_ROOM_PITCH = (-0.5, 0.05)
 _ROOM_WALL_CLEARANCE = 1.3
-# Outdoor views: arc length along the street (m), offset left of the centreline (m, parked cars start at 3.4),
-# camera height (m), tilt and heading change (rad).
+# Outdoor views: arc length along the street (m), offset left of the centreline (m, parked cars start at 3.4) and
+# heading change (rad).
 _STREET_ARC = (10.0, 600.0)
 _STREET_OFFSET = (-3.0, 3.0)
-_STREET_HEIGHT = (1.2, 3.2)
-_STREET_PITCH = (-0.15, -0.01)
 _STREET_YAW = 0.15
+# Per scene type: camera height above the ground (m) and tilt (rad, up is positive), domain-typical and near level
+# (see the module docstring for why the data assume this).
+CAMERA_PLACEMENT = {"room": {"height": (1.2, 1.6), "pitch": (-0.06, 0.02)},
+                    "street": {"height": (1.5, 1.8), "pitch": (-0.06, 0.02)}}
 # Standard physical sizes. Canonical depth is f_c * size / (size in pixels): it can be read off an image only
 # where things have a known size. The renderer's materials do not: noise texels of 2-20 mm with a self-similar
 # spectrum look alike at every distance, and pattern periods range from 2 cm to 3.5 m with no link to what the
@@ -76,7 +79,7 @@ class SyntheticSetConfig:
     scenes: tuple[str, ...] = ("room", "street")
     focals: tuple[float, ...] | None = None  # None: the split's default list
     frames_per_camera: int = 8  # images per focal length and scene type
-    # How many of the split's focal lengths photograph each view (same world, same pose, same sensor).
+    # How many of the split's focal lengths photograph each view (same world and sensor, each its own pose).
     cameras_per_view: int = 5
     seed: int = 0
     max_depth: float = 80.0  # metres; farther ground truth is marked invalid (a LiDAR-like range)
@@ -91,8 +94,8 @@ def split_focals(cfg: SyntheticSetConfig) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class SyntheticView:
-    """One world instance and pose, photographed on one sensor by several focal lengths (indices into
-    split_focals)."""
+    """One world instance, photographed on one sensor by several focal lengths (indices into split_focals), each
+    from its own pose."""
 
     index: int
     seed: int
@@ -127,16 +130,16 @@ def _room_world(seed: int) -> Scene:
 
 
 def _room_pose(world: Scene, rng: np.random.Generator) -> np.ndarray:
-    """T_wc (4, 4) looking across the room from a random spot, eye height and tilt."""
+    """T_wc (4, 4) looking across the room from a random spot at eye height, near level."""
     from metricslam.io.synthetic.poses import look_poses
 
     size = np.asarray(world.extras["size"])
-    eye = np.append(rng.uniform(_ROOM_WALL_CLEARANCE, size[:2] - _ROOM_WALL_CLEARANCE),
-                    rng.uniform(*_ROOM_EYE_HEIGHT))
+    place = CAMERA_PLACEMENT["room"]
+    eye = np.append(rng.uniform(_ROOM_WALL_CLEARANCE, size[:2] - _ROOM_WALL_CLEARANCE), rng.uniform(*place["height"]))
     away = size[:2] * rng.uniform(0.3, 0.7, 2) - eye[:2]
     # An eye right next to its target looks in a random direction instead of at the floor at its feet.
     yaw = np.arctan2(away[1], away[0]) if np.linalg.norm(away) > 1.0 else rng.uniform(-np.pi, np.pi)
-    return look_poses(eye[None], np.array([yaw]), rng.uniform(*_ROOM_PITCH, 1), rng.uniform(-0.05, 0.05, 1))[0]
+    return look_poses(eye[None], np.array([yaw]), rng.uniform(*place["pitch"], 1), rng.uniform(-0.05, 0.05, 1))[0]
 
 
 def _street_world(seed: int) -> Scene:
@@ -146,14 +149,15 @@ def _street_world(seed: int) -> Scene:
 
 
 def _street_pose(world: Scene, rng: np.random.Generator) -> np.ndarray:
-    """T_wc (4, 4) looking along the street from a random place, lane position, camera height and tilt."""
+    """T_wc (4, 4) looking along the street from a random place and lane position, at car height, near level."""
     from metricslam.io.synthetic.poses import look_poses
 
     xy, heading = world.extras["centreline"].at(rng.uniform(*_STREET_ARC))
     left = np.array([-np.sin(heading), np.cos(heading)])
-    eye = np.append(xy + rng.uniform(*_STREET_OFFSET) * left, rng.uniform(*_STREET_HEIGHT))
+    place = CAMERA_PLACEMENT["street"]
+    eye = np.append(xy + rng.uniform(*_STREET_OFFSET) * left, rng.uniform(*place["height"]))
     yaw = heading + rng.uniform(-_STREET_YAW, _STREET_YAW, 1)
-    return look_poses(eye[None], yaw, rng.uniform(*_STREET_PITCH, 1), rng.uniform(-0.02, 0.02, 1))[0]
+    return look_poses(eye[None], yaw, rng.uniform(*place["pitch"], 1), rng.uniform(-0.02, 0.02, 1))[0]
 
 
 # Per scene type: the world instance of a seed, and a random camera pose in it.
@@ -175,21 +179,21 @@ def view_world(scene: str, seed: int) -> Scene:
 
 def _render_view(scene: str, view: SyntheticView, focals: tuple[float, ...], max_depth: float):
     """[(rgb, depth capped at ``max_depth``, intrinsics)] of the view through each of its cameras, and the depth
-    PNG scale. The pose is drawn again until every camera has enough labelled pixels."""
+    PNG scale. Each camera's pose is drawn again until its image has enough labelled pixels."""
     from metricslam.io.synthetic import render
 
     w, h = view.sensor
-    cameras = [Intrinsics(focals[k], focals[k], (w - 1) / 2, (h - 1) / 2, w, h) for k in view.cameras]
     world, (_, draw_pose) = view_world(scene, view.seed), VIEWS[scene]
     rng = np.random.default_rng([view.seed, 8])
-    for _ in range(_REDRAWS + 1):
-        pose = draw_pose(world, rng)
-        shots = []
-        for K in cameras:
-            rgb, depth = render(world, pose, K)
-            shots.append((rgb, np.where(depth <= max_depth, depth, 0).astype(np.float32), K))
-        if min((d > 0).mean() for _, d, _ in shots) >= _MIN_VALID:
-            break
+    shots = []
+    for k in view.cameras:
+        K = Intrinsics(focals[k], focals[k], (w - 1) / 2, (h - 1) / 2, w, h)
+        for _ in range(_REDRAWS + 1):
+            rgb, depth = render(world, draw_pose(world, rng), K)
+            depth = np.where(depth <= max_depth, depth, 0).astype(np.float32)
+            if (depth > 0).mean() >= _MIN_VALID:
+                break
+        shots.append((rgb, depth, K))
     return shots, world.depth_scale
 
 
