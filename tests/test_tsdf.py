@@ -9,7 +9,7 @@ from metricslam.depth.priors import SimulatedPrior
 from metricslam.depth.simulated import SimulatedPriorConfig
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.geometry.camera import Intrinsics
-from metricslam.mapping.depthmaps import KeyframeDepthConfig, keyframe_depth, upsample_grid_depth
+from metricslam.mapping.depthmaps import KeyframeDepthConfig, keyframe_depth, resolve_source, upsample_grid_depth
 from metricslam.mapping.measure import geometry_points, map_scores, ray_coverage, sample_surface
 from metricslam.mapping.presets import PRESETS, choose_preset
 from metricslam.mapping.tsdf import TSDFConfig, fuse_reconstruction, open3d_device
@@ -107,6 +107,17 @@ def test_presets_follow_the_depth_range(room):
     assert name == "relative" and scale.voxel_size == pytest.approx(median / 100)
     result = fuse_reconstruction(gt, TSDFConfig(voxel_size=0.05))
     assert (result.voxel_size, result.truncation, result.preset) == (0.05, 0.2, "indoor")
+
+
+def test_auto_source_fuses_sensor_depth_itself(room):
+    gt, sim, _ = room
+    # Measured depth is sharper than the BA's grid; network-like priors are combined with the BA depth.
+    assert resolve_source(replace(gt, prior="sensor"), "auto") == "prior"
+    assert resolve_source(replace(sim, prior="simulated"), "auto") == "both"
+    assert resolve_source(replace(gt, kf_prior_depths=None), "auto") == "ba"
+    auto, _ = keyframe_depth(replace(gt, prior="sensor"), 3, KeyframeDepthConfig(source="auto"))
+    prior, _ = keyframe_depth(gt, 3, KeyframeDepthConfig(source="prior"))
+    assert torch.equal(auto, prior)
 
 
 def test_bad_settings_are_user_errors(room):
