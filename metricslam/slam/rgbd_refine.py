@@ -44,11 +44,6 @@ class RgbdRefineConfig:
     enabled: bool = True
     priors: tuple[str, ...] = ("sensor",)  # priors whose depth is measured: only their runs are refined
     gaps: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # odometry edges i -> i + g between keyframes, plus loop pairs
-    # Loop pairs: keyframes further apart than the largest gap whose views overlap (mean reprojection distance
-    # under this many grid px; the back-end's is 16: direct odometry converges from further away than flow), at
-    # most this many per keyframe.
-    loop_thresh: float = 32.0
-    loops_per_keyframe: int = 10
     image_area: int = 256 * 192  # odometry resolution in pixels (aspect kept; processing images are never enlarged)
     max_change: float = 0.05  # drop an edge that moves further than this x median depth from the BA's pose
     min_overlap: float = 0.05  # drop an edge with fewer depth correspondences than this fraction of the pixels

@@ -290,10 +290,10 @@ class Slam:
         if self._rgbd is None or len(self.store) < 2 or any(d is None for d in depths):
             return
         log.info("RGB-D refinement of %d keyframes", len(self.store))
-        cfg = self.config.rgbd_refine
-        loops = proximity_pairs(self.store, self.grid_intrinsics, 0, max(cfg.gaps), cfg.loop_thresh,
-                                self.config.backend.nms, cfg.loops_per_keyframe)
-        pairs = odometry_pairs(self.segment_starts, len(self.store), cfg.gaps, loops)
+        gaps, b = self.config.rgbd_refine.gaps, self.config.backend
+        loops = proximity_pairs(self.store, self.grid_intrinsics, 0, max(gaps), b.proximity_thresh, b.nms,
+                                b.max_edges_per_keyframe)
+        pairs = odometry_pairs(self.segment_starts, len(self.store), gaps, loops)
         poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, depths, self.store.poses, pairs,
                                              self.segment_starts, progress=progress)
         self.store.poses[:] = poses
