@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from metricslam.config import apply_overrides
+from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.frame import Frame
 from metricslam.io.synthetic.poses import look_poses
 from metricslam.io.synthetic.render import render
 from metricslam.io.synthetic.room import build_room
+from metricslam.slam.backend import segment_ids
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.rgbd_refine import RgbdAligner, RgbdRefineConfig, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.system import Slam
@@ -40,10 +42,15 @@ def _translation_errors(poses_wc: np.ndarray, truth_wc: np.ndarray) -> np.ndarra
 
 
 def test_odometry_pairs_stay_inside_segments():
-    pairs = odometry_pairs([0, 4], 7, (1, 2), [(0, 3), (1, 5), (4, 6)])
+    pairs = odometry_pairs(segment_ids([0, 4], 7), (1, 2), [(0, 3), (1, 5), (4, 6)])
     assert (0, 3) in pairs and (1, 2) in pairs and (4, 6) in pairs
     assert (1, 5) not in pairs and (3, 4) not in pairs and (2, 4) not in pairs
     assert pairs == sorted(set(pairs))
+
+
+def test_unknown_method_is_a_user_error():
+    with pytest.raises(MetricSlamError, match="rgbd_refine.method='icp': use one of hybrid, color"):
+        apply_overrides(SlamConfig(), ["rgbd_refine.method=icp"])
 
 
 def test_pose_graph_removes_keyframe_pose_noise(walk):
@@ -54,7 +61,7 @@ def test_pose_graph_removes_keyframe_pose_noise(walk):
     poses_cw = se3.inverse(torch.from_numpy(noisy))
     cfg = RgbdRefineConfig()
     aligner = RgbdAligner(CAMERA, cfg, depth[0])
-    pairs = odometry_pairs([0], len(truth), cfg.gaps, [])
+    pairs = odometry_pairs([0] * len(truth), cfg.gaps, [])
     refined, stats = refine_keyframe_poses(aligner, rgb, depth, poses_cw, pairs, [0])
     assert stats.edges >= 0.9 * len(pairs)
     after = _translation_errors(se3.inverse(refined).numpy(), truth)

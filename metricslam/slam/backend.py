@@ -43,6 +43,15 @@ def proximity_pairs(
     return chosen
 
 
+def segment_ids(segment_starts: list[int], count: int) -> list[int]:
+    """The segment number of each of ``count`` keyframes, given the first keyframe of every segment."""
+    starts = set(segment_starts)
+    ids = [0] * count
+    for k in range(1, count):
+        ids[k] = ids[k - 1] + (1 if k in starts else 0)
+    return ids
+
+
 class Backend:
     def __init__(self, store: KeyframeStore, edges: EdgeCache, config: BackendConfig, ba: BAOptions,
                  intrinsics: torch.Tensor):
@@ -64,9 +73,7 @@ class Backend:
             return False
         first = 0 if window is None else max(0, K - window)
         starts = set(segment_starts)
-        seg = [0] * K
-        for k in range(1, K):
-            seg[k] = seg[k - 1] + (1 if k in starts else 0)
+        seg = segment_ids(segment_starts, K)
         pairs = [(i, j) for j in range(first, K) for i in range(max(0, j - cfg.radius), j) if seg[i] == seg[j]]
         loops = proximity_pairs(self.store, self.intrinsics, first, cfg.radius, cfg.proximity_thresh, cfg.nms,
                                 cfg.max_edges_per_keyframe)

@@ -15,7 +15,6 @@ hololens_000 keyframe pairs with every loss setting tried, so this stage uses th
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -26,9 +25,8 @@ import torch
 from tqdm import tqdm
 
 from metricslam.geometry import se3
+from metricslam.errors import MetricSlamError
 from metricslam.geometry.camera import Intrinsics
-
-log = logging.getLogger(__name__)
 
 _JACOBIANS = {
     "hybrid": o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm,
@@ -49,6 +47,10 @@ class RgbdRefineConfig:
     min_overlap: float = 0.05  # drop an edge with fewer depth correspondences than this fraction of the pixels
     method: str = "hybrid"  # hybrid | color
 
+    def __post_init__(self) -> None:
+        if self.method not in _JACOBIANS:
+            raise MetricSlamError(f"rgbd_refine.method={self.method!r}: use one of {', '.join(_JACOBIANS)}")
+
 
 @dataclass
 class RefineStats:
@@ -61,8 +63,6 @@ class RgbdAligner:
     median depth of ``depth_sample``, metres)."""
 
     def __init__(self, camera: Intrinsics, config: RgbdRefineConfig, depth_sample: np.ndarray):
-        if config.method not in _JACOBIANS:
-            raise ValueError(f"unknown RGB-D odometry method '{config.method}'; use one of {', '.join(_JACOBIANS)}")
         valid = depth_sample[depth_sample > 0]
         self.median_depth = float(np.median(valid)) if valid.size else _REFERENCE_DEPTH
         s = self.median_depth / _REFERENCE_DEPTH
@@ -102,14 +102,10 @@ class RgbdAligner:
         return T, info
 
 
-def odometry_pairs(segment_starts: list[int], count: int, gaps: tuple[int, ...], loops: list[tuple[int, int]]
-                   ) -> list[tuple[int, int]]:
-    """Keyframe pairs (i < j) to align: i and i + g for every gap, and the loop pairs, all inside one segment."""
-    bounds = list(segment_starts) + [count]
-    segment = np.zeros(count, dtype=np.int64)
-    for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        segment[a:b] = n
-    temporal = {(i, i + g) for g in gaps for i in range(count - g)}
+def odometry_pairs(segment: list[int], gaps: tuple[int, ...], loops: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Keyframe pairs (i < j) to align: i and i + g for every gap, and the loop pairs, all inside one segment
+    (``segment``: each keyframe's segment number)."""
+    temporal = {(i, i + g) for g in gaps for i in range(len(segment) - g)}
     return sorted(p for p in temporal | set(loops) if segment[p[0]] == segment[p[1]])
 
 

@@ -17,7 +17,7 @@ from metricslam.device import resolve_device
 from metricslam.geometry import se3
 from metricslam.geometry.projective import reproject
 from metricslam.io.frame import Frame
-from metricslam.slam.backend import Backend, proximity_pairs
+from metricslam.slam.backend import Backend, proximity_pairs, segment_ids
 from metricslam.slam.ba import refine_pose
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
@@ -293,7 +293,7 @@ class Slam:
         gaps, b = self.config.rgbd_refine.gaps, self.config.backend
         loops = proximity_pairs(self.store, self.grid_intrinsics, 0, max(gaps), b.proximity_thresh, b.nms,
                                 b.max_edges_per_keyframe)
-        pairs = odometry_pairs(self.segment_starts, len(self.store), gaps, loops)
+        pairs = odometry_pairs(segment_ids(self.segment_starts, len(self.store)), gaps, loops)
         poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, depths, self.store.poses, pairs,
                                              self.segment_starts, progress=progress)
         self.store.poses[:] = poses
