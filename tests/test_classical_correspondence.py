@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metricslam.errors import MetricSlamError
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, FlowConfig, block_mean
 
 H, W, STRIDE = 192, 256, 8
@@ -85,3 +86,22 @@ def test_tracking_reports_the_mean_flow_in_grid_pixels(dx):
     _, weights, mean_flow = corr.track(img0, img1)
     assert mean_flow == pytest.approx(dx / STRIDE, abs=0.15)
     assert weights.shape == (H // STRIDE, W // STRIDE, 2) and weights[2:-2, 3:-3].mean() > 0.7
+
+
+def test_concurrent_pairs_match_the_same_pairs_one_by_one():
+    """Edges run on several threads each get their own DIS solver and come back in order."""
+    shifts = [(11, -6), (-4, 3), (7, 9), (0, -12)]
+    jobs = [(*_shifted_pair(dx, dy), None, None) for dx, dy in shifts]
+    together = ClassicalCorrespondence(FlowConfig(workers=2), STRIDE).pairs(jobs)
+    alone = ClassicalCorrespondence(FlowConfig(workers=1), STRIDE)
+    h, w = H // STRIDE, W // STRIDE
+    for (dx, dy), got, job in zip(shifts, together, jobs):
+        for a, b in zip(got, alone.pair(*job)):
+            assert np.array_equal(a, b)
+        expected = _grid(h, w) + np.array([dx, dy], np.float32) / STRIDE
+        assert np.median(np.abs(got[0] - expected)[2:-2, 3:-3]) < 0.02
+
+
+def test_flow_workers_must_be_positive():
+    with pytest.raises(MetricSlamError, match="flow.workers=0"):
+        FlowConfig(workers=0)

@@ -97,9 +97,9 @@ class EdgeCache:
         jj = torch.tensor([p[1] for p in todo] + [p[0] for p in todo], dtype=torch.long, device=dev)
         predicted, valid = reproject(store.poses, store.invdepth, self.intrinsics, ii, jj)
         inits = initial_flows(predicted, valid, self.stride) if predict else None
-        for e, (i, j) in enumerate(todo):
-            init_ij, init_ji = (inits[e], inits[n + e]) if inits is not None else (None, None)
-            t_ij, w_ij, t_ji, w_ji = self.corr.pair(store.grey[i], store.grey[j], init_ij, init_ji)
+        jobs = [(store.grey[i], store.grey[j], *((inits[e], inits[n + e]) if inits is not None else (None, None)))
+                for e, (i, j) in enumerate(todo)]
+        for e, ((i, j), (t_ij, w_ij, t_ji, w_ji)) in enumerate(zip(todo, self.corr.pairs(jobs))):
             ui, uj = int(store.uid[i]), int(store.uid[j])
             for key, t, w, p in ((ui, uj), t_ij, w_ij, e), ((uj, ui), t_ji, w_ji, n + e):
                 t = torch.from_numpy(t).to(dev)

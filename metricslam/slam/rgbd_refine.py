@@ -16,6 +16,8 @@ hololens_000 keyframe pairs with every loss setting tried, so this stage uses th
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -35,6 +37,19 @@ _JACOBIANS = {
 # Open3D's odometry defaults (depth difference 3 cm, correspondence distance 7.5 cm) suit rooms seen from about
 # 2 m; they are scaled with the scene's median depth.
 _REFERENCE_DEPTH = 2.0
+
+
+@contextmanager
+def _one_open3d_thread() -> Iterator[None]:
+    """Open3D's parallel sums add in a thread-dependent order; the last-bit differences grew into 2.9-3.3 cm
+    ATE spread between identical hololens_000 runs. One thread makes runs repeatable, at the same speed for
+    images this small (odometry about 39 ms per pair either way)."""
+    before = o3d.utility.get_max_threads()
+    o3d.utility.set_max_threads(1)
+    try:
+        yield
+    finally:
+        o3d.utility.set_max_threads(before)
 
 
 @dataclass
@@ -92,8 +107,9 @@ class RgbdAligner:
         """Source camera -> target camera transformation (4, 4) and its information (6, 6), started from
         ``start``; None when the odometry fails, matches too few pixels or lands further than ``max_change`` x
         median depth away."""
-        ok, T, info = o3d.pipelines.odometry.compute_rgbd_odometry(source, target, self._intrinsic, start,
-                                                                   self._jacobian, self._option)
+        with _one_open3d_thread():
+            ok, T, info = o3d.pipelines.odometry.compute_rgbd_odometry(source, target, self._intrinsic, start,
+                                                                       self._jacobian, self._option)
         T, info = np.asarray(T), np.asarray(info)
         # Each depth correspondence adds the identity to the translation block of the information matrix.
         if not ok or not np.isfinite(T).all() or info[3, 3] < self._min_matches or \
@@ -138,12 +154,13 @@ def refine_keyframe_poses(aligner: RgbdAligner, images: list[np.ndarray], depths
             edges.append((k, k + 1, np.linalg.inv(poses_wc[k]) @ poses_wc[k + 1], 0.25 * typical))
     for i, j, T, info in edges:
         graph.edges.append(o3d.pipelines.registration.PoseGraphEdge(j, i, T, info, uncertain=j - i > 1))
-    o3d.pipelines.registration.global_optimization(
-        graph, o3d.pipelines.registration.GlobalOptimizationLevenbergMarquardt(),
-        o3d.pipelines.registration.GlobalOptimizationConvergenceCriteria(),
-        o3d.pipelines.registration.GlobalOptimizationOption(
-            max_correspondence_distance=aligner.correspondence_distance, edge_prune_threshold=0.25,
-            reference_node=0))
+    with _one_open3d_thread():
+        o3d.pipelines.registration.global_optimization(
+            graph, o3d.pipelines.registration.GlobalOptimizationLevenbergMarquardt(),
+            o3d.pipelines.registration.GlobalOptimizationConvergenceCriteria(),
+            o3d.pipelines.registration.GlobalOptimizationOption(
+                max_correspondence_distance=aligner.correspondence_distance, edge_prune_threshold=0.25,
+                reference_node=0))
     out = np.stack([np.asarray(node.pose) for node in graph.nodes])
     # Segments share no edges, so the solve leaves each one where it was up to a rigid motion; put every
     # segment's first keyframe back where the BA had it.

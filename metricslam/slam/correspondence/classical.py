@@ -7,11 +7,16 @@ convention: x_grid = (x + 0.5) / stride - 0.5), so block-averaged flow is the fl
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from metricslam.errors import MetricSlamError
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -34,6 +39,13 @@ class FlowConfig:
     # forward-backward consistent. Confidence is scaled by lmin / (lmin + texture^2), with lmin the smaller
     # eigenvalue of the source block's gradient structure tensor (grey levels per pixel); 0 disables.
     texture: float = 1.0
+    # Flows of several new graph edges run concurrently (OpenCV releases the GIL, so the core that the
+    # single-threaded BA leaves idle gets work): 1 computes them one after the other.
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise MetricSlamError(f"flow.workers={self.workers}: use 1 (one flow at a time) or more")
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -73,10 +85,11 @@ def _warp(img: np.ndarray, map_xy: np.ndarray) -> np.ndarray:
     return cv2.remap(img, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-@lru_cache(maxsize=4)
-def _pixel_grid(height: int, width: int) -> np.ndarray:
-    """(H, W, 2) float32 pixel coordinates (x, y); cached because every flow of a run has the same size."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+@lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int, step: int = 1) -> np.ndarray:
+    """(ceil(H/step), ceil(W/step), 2) float32 coordinates (x, y) of every ``step``-th pixel; cached because
+    every flow of a run has the same size."""
+    ys, xs = np.mgrid[0:height:step, 0:width:step].astype(np.float32)
     grid = np.stack([xs, ys], axis=-1)
     grid.flags.writeable = False
     return grid
@@ -98,10 +111,21 @@ class ClassicalCorrespondence:
     def __init__(self, config: FlowConfig | None = None, stride: int = 8):
         self.config = config or FlowConfig()
         self.stride = stride
-        self.flow = DenseFlow(self.config.preset)
         self.filter_flow = DenseFlow(self.config.filter_preset)
         # Tracking asks for the same keyframe's texture on every frame: remember the last image and its weight.
         self._last_texture: tuple[np.ndarray, np.ndarray] | None = None
+        # A DIS object keeps its pyramids while it computes: each thread needs its own.
+        self._per_thread = threading.local()
+        workers = min(self.config.workers, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="flow") if workers > 1 else None
+
+    @property
+    def flow(self) -> DenseFlow:
+        """The graph-edge flow solver of the calling thread."""
+        solver = getattr(self._per_thread, "flow", None)
+        if solver is None:
+            solver = self._per_thread.flow = DenseFlow(self.config.preset)
+        return solver
 
     def _confidence(self, grey_i: np.ndarray, warped_j: np.ndarray, tgt: np.ndarray, size: tuple[int, int]
                     ) -> np.ndarray:
@@ -128,7 +152,7 @@ class ClassicalCorrespondence:
         """Grid targets and confidences of i -> j from the forward flow fw (i -> j) and backward flow bw."""
         q = self._sample_step()
         fw_q = fw[::q, ::q]
-        tgt = _pixel_grid(*grey_i.shape)[::q, ::q] + fw_q
+        tgt = _pixel_grid(*grey_i.shape, q) + fw_q
         # Two remaps (flow, image) cost a third of stacking both into one image first.
         bw_at_tgt = _warp(bw, tgt)
         # Forward-backward: following bw from the target must come back to the start.
@@ -145,9 +169,10 @@ class ClassicalCorrespondence:
         """Texture weight (h, w) of a source image's grid cells, None when disabled."""
         if self.config.texture <= 0:
             return None
-        if self._last_texture is None or self._last_texture[0] is not grey_i:
-            self._last_texture = (grey_i, texture_weight(grey_i, self.stride, self.config.texture))
-        return self._last_texture[1]
+        last = self._last_texture  # read once: flow threads may replace it meanwhile
+        if last is None or last[0] is not grey_i:
+            last = self._last_texture = (grey_i, texture_weight(grey_i, self.stride, self.config.texture))
+        return last[1]
 
     def pair(
         self, grey_i: np.ndarray, grey_j: np.ndarray, init_ij: np.ndarray | None = None, init_ji: np.ndarray | None = None
@@ -163,6 +188,13 @@ class ClassicalCorrespondence:
         t_ji, w_ji = self._targets(grey_j, grey_i, bw, fw)
         return t_ij, w_ij, t_ji, w_ji
 
+    def pairs(self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """``pair`` for each (grey_i, grey_j, init_ij, init_ji) in ``jobs``, concurrently with ``workers`` > 1."""
+        if self._pool is None or len(jobs) < 2:
+            return [self.pair(*job) for job in jobs]
+        return list(self._pool.map(lambda job: self.pair(*job), jobs))
+
     def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray, init: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray, float]:
         """Correspondences keyframe -> frame for tracking: targets (h, w, 2), weights (h, w, 2) and the mean
@@ -170,7 +202,7 @@ class ClassicalCorrespondence:
         predicted flow ``init``), no backward check."""
         fw = self.filter_flow(grey_kf, grey_frame, init)
         q = self._sample_step()
-        tgt = _pixel_grid(*grey_kf.shape)[::q, ::q] + fw[::q, ::q]
+        tgt = _pixel_grid(*grey_kf.shape, q) + fw[::q, ::q]
         photo = self._confidence(grey_kf[::q, ::q], _warp(grey_frame, tgt), tgt, grey_kf.shape)
         conf = block_mean(photo.astype(np.float32), self.stride // q)
         mean_flow = float(np.linalg.norm(block_mean(fw, self.stride), axis=-1).mean()) / self.stride
