@@ -65,11 +65,12 @@ class Frontend:
         """Temporal edges from keyframe k to its predecessors and proximity edges inside the window."""
         cfg = self.config
         lo = max(self.segment_start, k - cfg.window + 1)
-        self.edges.add(self.store, [(i, k) for i in range(max(lo, k - cfg.radius), k)])
+        pairs = [(i, k) for i in range(max(lo, k - cfg.radius), k)]
         older = list(range(lo, k - cfg.radius))
         if older:
             d = pair_distance(self.store, self.intrinsics, older, [k] * len(older))
-            self.edges.add(self.store, [(i, k) for i, di in zip(older, d.tolist()) if di < cfg.proximity_thresh])
+            pairs += [(i, k) for i, di in zip(older, d.tolist()) if di < cfg.proximity_thresh]
+        self.edges.add(self.store, pairs)  # one batch: its flows run concurrently
 
     def window(self) -> list[int]:
         k = len(self.store) - 1
