@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from metricslam.depth.simulated import SimulatedMetricDepth, SimulatedPriorConfig
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.io.frame import Frame
-from metricslam.io.images import read_depth
+from metricslam.io.images import read_depth, resize_depth
 
 PRIOR_NAMES = ("sensor", "folder", "simulated", "none", "metric3d")
 NETWORK_PRIOR_WEIGHT = 0.02  # see PriorConfig.weight
@@ -109,7 +108,7 @@ class FolderPrior:
             )
         depth = read_depth(path, self.depth_scale)
         if depth.shape != (frame.height, frame.width):
-            depth = cv2.resize(depth, (frame.width, frame.height), interpolation=cv2.INTER_NEAREST)
+            depth = resize_depth(depth, (frame.width, frame.height))
         return depth, (depth > 0).astype(np.float32)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.frame import Frame
+from metricslam.io.images import resize_depth
 from metricslam.slam.correspondence.classical import block_mean
 
 
@@ -27,14 +28,14 @@ def processing_camera(intrinsics: Intrinsics, area: int, stride: int, upscale: b
 
 
 def prepare_frame(frame: Frame, size: tuple[int, int], camera: Intrinsics) -> Frame:
-    """The frame resized to ``size`` and cropped to ``camera``'s image (depth by nearest neighbour)."""
+    """The frame resized to ``size`` and cropped to ``camera``'s image (depth by the nearest pixel centre)."""
     w, h = size
     W, H = camera.width, camera.height
     rgb, depth = frame.rgb, frame.depth
     if (frame.width, frame.height) != (w, h):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if w < frame.width else cv2.INTER_LINEAR)
         if depth is not None:
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            depth = resize_depth(depth, (w, h))
     rgb = np.ascontiguousarray(rgb[:H, :W])
     depth = None if depth is None else np.ascontiguousarray(depth[:H, :W])
     return replace(frame, rgb=rgb, depth=depth, intrinsics=camera)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from metricslam.geometry import se3
 from metricslam.errors import MetricSlamError
 from metricslam.geometry.camera import Intrinsics
+from metricslam.io.images import resize_depth
 
 _JACOBIANS = {
     "hybrid": o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm,
@@ -97,7 +98,7 @@ class RgbdAligner:
         if self._scale < 1.0:
             w, h = self._intrinsic.width, self._intrinsic.height
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            depth = resize_depth(depth, (w, h))
         return o3d.geometry.RGBDImage.create_from_color_and_depth(
             o3d.geometry.Image(np.ascontiguousarray(rgb)), o3d.geometry.Image(depth), depth_scale=1.0,
             depth_trunc=np.inf, convert_rgb_to_intensity=True)
