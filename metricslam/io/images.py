@@ -36,8 +36,8 @@ def read_depth(path: str | os.PathLike, scale: float = 1000.0) -> np.ndarray:
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Depth map resized to ``size`` (width, height) by the nearest pixel, so no depth is invented across edges
     or holes. Pixel-centre sampling keeps it registered with a colour image resized by area: OpenCV's plain
-    nearest mode sampled up to 1.5 source pixels off at 540 -> 256 px wide, which shrank Open3D odometry translations on
-    hololens_000 (540x360 -> 256x192) by 1.2 % against the ground truth instead of 0.9 %."""
+    nearest mode sampled up to 1.5 source pixels off (540 -> 256 px wide), which shrank Open3D odometry
+    translations on hololens_000 (540x360 -> 256x192) by 1.2 % against the ground truth instead of 0.9 %."""
     return cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
