@@ -9,6 +9,7 @@ from metricslam.config import ConfigError, load_config
 from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.projective import reproject
+from metricslam.slam import ba, pose_system
 from metricslam.slam.ba import BAOptions, dense_ba, dense_reference_step, gauss_newton_step, refine_pose
 from metricslam.slam.factors import BAProblem, synthetic_problem, window_edges
 
@@ -131,19 +132,24 @@ def test_pose_without_edges_is_left_alone_when_the_system_is_singular():
 
 
 @pytest.mark.parametrize("robust", ["none", "huber"])
-def test_schur_step_equals_dense_normal_equation_solve(robust):
+@pytest.mark.parametrize("large", [False, True], ids=["one chunk, dense solve", "chunked, sparse solve"])
+def test_schur_step_equals_dense_normal_equation_solve(robust, large, monkeypatch):
+    if large:  # the paths a global BA over many keyframes takes, forced on a small problem
+        monkeypatch.setattr(ba, "CHUNK_EDGE_PIXELS", 2 * 6 * 8)
+        monkeypatch.setattr(pose_system, "SPARSE_MIN_POSES", 1)
+        monkeypatch.setattr(pose_system, "MAX_PENDING_BLOCKS", 8)
     g = torch.Generator().manual_seed(0)
-    p = perturb(synthetic_problem(5, 6, 8, seed=7, dtype=F64, target_noise=0.5, prior_noise=0.05), t=0.03)
-    K = 5
+    p = perturb(synthetic_problem(6, 6, 8, seed=7, dtype=F64, target_noise=0.5, prior_noise=0.05), t=0.03)
+    K = 6
     p.prior_conf[1] = 0  # frame 1 has no prior: eta damps it instead
     p.prior_conf[2, :3] = 0.3
-    # An irregular graph: frame 3 has a single outgoing edge and frame 4 a duplicate one.
-    ii, jj = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 4]), torch.tensor([1, 2, 0, 3, 0, 3, 4, 4, 2, 3, 3])
+    # An irregular graph: frame 3 has a single outgoing edge, frame 4 a duplicate one, frame 5 is only a target.
+    ii, jj = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 4, 4]), torch.tensor([1, 2, 0, 3, 0, 3, 4, 4, 2, 3, 3, 5])
     p.ii, p.jj = ii, jj
     p.targets = reproject(p.poses_cw, p.invdepths, p.intrinsics, ii, jj)[0]
     p.targets += torch.randn(p.targets.shape, generator=g, dtype=F64)
     p.weights = torch.rand(len(ii), 6, 8, 2, generator=g, dtype=F64)
-    fixed = torch.tensor([True, False, False, True, False])
+    fixed = torch.tensor([True, False, False, True, False, False])
     eta = 0.01 * torch.rand(K, 6, 8, generator=g, dtype=F64)
     opts = BAOptions(lm=0.0, ep=0.0, robust=robust, robust_px=1.0)
     args = (p.poses_cw, p.invdepths, p.intrinsics, ii, jj, p.targets, p.weights, p.prior_invdepth, p.prior_conf,

@@ -28,9 +28,10 @@ Per edge only the target-pose blocks are reduced over pixels (J_i = -J_j Adj(T_i
 6x6 blocks, never per pixel). The depth block is diagonal: flow terms plus alpha * c * (d - d_prior)^2 where a
 prior exists, plus the damping eta elsewhere, plus the optional scale anchor (a per-pixel pull towards the
 current depth rescaled to the prior's per-keyframe scale, see ``_add_scale_anchor``). Poses are solved from
-the Schur complement in float64 with DROID's LM damping H + lm diag(H) + ep I (Cholesky; more damping, then a
-pseudo-inverse, if it fails) and the depths
-are back-substituted and clamped. Inside, inverse depths and priors are divided (and translations multiplied)
+the block-sparse Schur complement in float64 with DROID's LM damping H + lm diag(H) + ep I (dense Cholesky for
+small systems, sparse LU for large ones: ``metricslam.slam.pose_system``) and the depths are back-substituted
+and clamped. The per-edge work runs in chunks of whole source frames, so memory grows with the number of edges
+and coupled pose pairs, not with the square of the number of keyframes. Inside, inverse depths and priors are divided (and translations multiplied)
 by the mean prior inverse depth (the mean inverse depth when there is no prior) so thresholds and damping are
 scene independent; this is only a change of units: metric priors give metric results.
 
@@ -57,6 +58,7 @@ from metricslam.geometry.projective import (
     relative_poses,
     reproject,
 )
+from metricslam.slam.pose_system import PoseSystem
 
 Kernel = Literal["none", "huber", "cauchy"]
 # The scale anchor's level is a trimmed mean over every ANCHOR_STEP-th pixel of the flattened grid (it sorts
@@ -64,6 +66,10 @@ Kernel = Literal["none", "huber", "cauchy"]
 # through all columns), dropping ANCHOR_TRIM of the log ratios at each end (pixels where flow or prior failed).
 ANCHOR_STEP = 5
 ANCHOR_TRIM = 0.1
+# A Gauss-Newton step works through the edges in chunks of whole source frames with at most about this many edge
+# pixels (plus one frame's), so a global BA's per-edge temporaries (about 250 bytes per edge pixel) stay near
+# 250 MB however many keyframes there are. Sliding windows fit in one chunk.
+CHUNK_EDGE_PIXELS = 1 << 20
 
 
 @dataclass
@@ -203,49 +209,6 @@ def _trimmed_mean(values: torch.Tensor, counts: torch.Tensor, trim: float) -> to
     return total / keep.sum(dim=1).clamp_min(1)
 
 
-def _add_pair_blocks(H: torch.Tensor, X: torch.Tensor, e: torch.Tensor, f: torch.Tensor, A: torch.Tensor,
-                     ii: torch.Tensor, jj: torch.Tensor) -> None:
-    """H (K, K, 6, 6) += B_e^T X B_f for edge pairs (e, f), where B_e maps the pose increments of edge e to the
-    increment of its relative pose seen by the target: dx_j - Adj(T_ij) dx_i (so J_i = -J_j Adj)."""
-    At = A[e].transpose(1, 2)
-    XA = X @ A[f]
-    blocks = torch.cat([X, -XA, -At @ X, At @ XA])
-    rows = torch.cat([jj[e], jj[e], ii[e], ii[e]])
-    cols = torch.cat([jj[f], ii[f], jj[f], ii[f]])
-    H.index_put_((rows, cols), blocks, accumulate=True)
-
-
-def _add_edge_vectors(v: torch.Tensor, x: torch.Tensor, A: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor
-                      ) -> None:
-    """v (K, 6) += B_e^T x_e for every edge."""
-    v.index_add_(0, torch.cat([jj, ii]), torch.cat([x, -(A.transpose(1, 2) @ x[..., None])[..., 0]]))
-
-
-def _solve_damped(H: torch.Tensor, v: torch.Tensor, lm: float, ep: float) -> torch.Tensor:
-    """Solve (H + lm diag(H) + ep I) x = v (float64); more damping, then a pseudo-inverse, if not positive definite."""
-    diag = H.diagonal()
-    scale = float(diag.abs().mean().clamp_min(1e-12))
-    for extra in (0.0, 1e-6 * scale, 1e-4 * scale, 1e-2 * scale):
-        L, info = torch.linalg.cholesky_ex(H + torch.diag(lm * diag + ep + extra))
-        if int(info) == 0:
-            return torch.cholesky_solve(v[:, None], L)[:, 0]
-    Hd = H + torch.diag(lm * diag + ep)
-    if not bool(torch.isfinite(Hd).all() and torch.isfinite(v).all()):
-        return torch.zeros_like(v)
-    return torch.linalg.pinv(Hd, hermitian=True) @ v
-
-
-def _solve_poses(H: torch.Tensor, v: torch.Tensor, fixed: torch.Tensor, opts: BAOptions) -> torch.Tensor:
-    """Damped solve of the pose system (K, K, 6, 6) restricted to the free poses; (K, 6) float64, 0 if fixed."""
-    free = torch.nonzero(~fixed)[:, 0]
-    n = free.numel()
-    dx = torch.zeros(fixed.shape[0], 6, dtype=torch.float64, device=H.device)
-    if n:
-        Hf = H[free][:, free].transpose(1, 2).reshape(6 * n, 6 * n)
-        dx[free] = _solve_damped(Hf, v[free].reshape(-1), opts.lm, opts.ep).reshape(n, 6)
-    return dx
-
-
 def _edge_slots(ii: torch.Tensor, K: int) -> tuple[torch.Tensor, int]:
     """Slot of every edge in a (K, m) table of the edges grouped by source frame: ii * m + rank."""
     E = ii.shape[0]
@@ -256,6 +219,25 @@ def _edge_slots(ii: torch.Tensor, K: int) -> tuple[torch.Tensor, int]:
     rank[order] = torch.arange(E, device=ii.device) - starts[ii[order]]
     m = int(counts.max()) if E else 1
     return ii * m + rank, m
+
+
+def _source_chunks(ii: torch.Tensor, K: int, P: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Edges split into chunks of whole source frames of about CHUNK_EDGE_PIXELS edge pixels each, as
+    (edge indices, sorted source frames) per chunk. A source frame's edges share its depths, so the Schur
+    complement never couples edges of different chunks."""
+    if ii.numel() == 0:
+        return []
+    counts = torch.bincount(ii, minlength=K)
+    if ii.shape[0] * P <= CHUNK_EDGE_PIXELS:
+        return [(torch.arange(ii.shape[0], device=ii.device), torch.nonzero(counts)[:, 0])]
+    before = (torch.cumsum(counts, 0) - counts) * P  # edge pixels of the frames before each frame
+    chunk_of_frame = torch.div(before, CHUNK_EDGE_PIXELS, rounding_mode="floor")
+    chunk_of_edge = chunk_of_frame[ii]
+    chunks = []
+    for c in torch.unique(chunk_of_edge).tolist():
+        frames = torch.nonzero((chunk_of_frame == c) & (counts > 0))[:, 0]
+        chunks.append((torch.nonzero(chunk_of_edge == c)[:, 0], frames))
+    return chunks
 
 
 def _channels_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -282,60 +264,88 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
           jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, prior_invdepth: torch.Tensor,
           prior_conf: torch.Tensor, fixed: torch.Tensor, eta: torch.Tensor, options: BAOptions
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """gauss_newton_step with channel-first (E, 2, P) targets and weights."""
+    """gauss_newton_step with channel-first (E, 2, P) targets and weights.
+
+    Schur complement. With q = C^-1/2, the coupling of edge e's relative-pose increment with the depths of its
+    source frame, scaled by q, is F_e = sum_c w J_j Jd q (6, P). Edges sharing a source frame share those depths:
+    the reduced system loses B_e^T (F_e F_f^T) B_f for every such pair (e, f), the gradient loses B_e^T F_e (q bz),
+    and back-substitution gives dz = q (q bz - sum_e F_e . (B_e dx)). The per-edge work runs over chunks of whole
+    source frames (``_source_chunks``); of each chunk only F (24 bytes per edge pixel) is kept for the
+    back-substitution.
+    """
     K, h, w = invdepths.shape
-    E, P = ii.shape[0], h * w
+    P = h * w
     intr = torch.as_tensor(intrinsics, dtype=invdepths.dtype, device=invdepths.device)
-    res = _residuals(poses_cw, invdepths, intr, ii, jj, targets, weights, options)
-    no_step = torch.zeros(K, 6, dtype=torch.float64, device=invdepths.device)
+    system = PoseSystem(fixed)
+    schur = not options.motion_only
+    poses_only = options.depth_only or bool(fixed.all())
+    q = invdepths.new_zeros(K, P)
+    qb = invdepths.new_zeros(K, P)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per chunk: edges, Adj(T_ij), F
 
-    if not options.motion_only:
-        C, bz = _depth_system((res.swJd * res.swJd).sum(1), (res.swJd * res.swr).sum(1), ii, invdepths,
-                              prior_invdepth, prior_conf, eta.reshape(K, -1), options)
-        if options.depth_only or bool(fixed.all()):
-            return no_step, (bz / C).reshape(K, h, w)
+    for edges, frames in _source_chunks(ii, K, P):
+        ii_e, jj_e = ii[edges], jj[edges]
+        res = _residuals(poses_cw, invdepths, intr, ii_e, jj_e, targets[edges], weights[edges], options)
+        local_ii = torch.searchsorted(frames, ii_e)
+        if schur:
+            C, bz = _depth_system((res.swJd * res.swJd).sum(1), (res.swJd * res.swr).sum(1), local_ii,
+                                  invdepths[frames], prior_invdepth[frames], prior_conf[frames],
+                                  eta.reshape(K, -1)[frames], options)
+            q[frames] = C.rsqrt()
+            qb[frames] = q[frames] * bz
+            if poses_only:
+                continue
+        J = _weighted_pose_jacobian(res, intr)
+        E = edges.shape[0]
+        Jf = J.view(E * 2, 6, P)
+        M = (Jf @ Jf.transpose(1, 2)).view(E, 2, 6, 6).sum(1)  # per-edge sum J_j^T W J_j
+        g = (res.swr.reshape(E * 2, 1, P) @ Jf.transpose(1, 2)).view(E, 2, 6).sum(1)  # per-edge sum J_j^T W r
+        # The reduced system is accumulated in float64 from the float32 per-edge sums.
+        local = torch.arange(E, device=ii.device)
+        system.add_edge_pairs(M.double(), local, local, res.A, ii_e, jj_e)
+        if not schur:
+            system.add_edge_vectors(g.double(), res.A, ii_e, jj_e)
+            continue
+        qJd = res.swJd * q[ii_e][:, None]
+        F = torch.mul(J[:, 0], qJd[:, 0, None]).addcmul_(J[:, 1], qJd[:, 1, None])
+        A = res.A
+        del res, J, Jf, qJd  # the chunk's largest temporaries: free them before the Gram products
+        # Pairs of edges sharing a source frame: F laid out in a (frames, m) table of slots, one Gram per frame.
+        slot, m = _edge_slots(local_ii, frames.shape[0])
+        G = F.new_zeros(frames.shape[0] * m, 6, P).index_copy_(0, slot, F).view(-1, m * 6, P)
+        gram = (G @ G.transpose(1, 2)).view(-1, m, 6, m, 6).transpose(2, 3).reshape(-1, 6, 6)
+        del G
+        slot_edge = torch.full((frames.shape[0] * m,), -1, dtype=torch.long, device=ii.device)
+        slot_edge.index_copy_(0, slot, local)
+        pe = slot_edge.view(-1, m, 1).expand(-1, m, m).reshape(-1)
+        pf = slot_edge.view(-1, 1, m).expand(-1, m, m).reshape(-1)
+        pair = (pe >= 0) & (pf >= 0)
+        system.add_edge_pairs(-gram[pair].double(), pe[pair], pf[pair], A, ii_e, jj_e)
+        u = (F @ qb[ii_e][..., None])[..., 0]
+        system.add_edge_vectors(g.double() - u.double(), A, ii_e, jj_e)
+        kept.append((edges, A, F))
 
-    J = _weighted_pose_jacobian(res, intr)
-    Jf = J.view(E * 2, 6, P)
-    M = (Jf @ Jf.transpose(1, 2)).view(E, 2, 6, 6).sum(1)  # per-edge sum J_j^T W J_j
-    g = (res.swr.reshape(E * 2, 1, P) @ Jf.transpose(1, 2)).view(E, 2, 6).sum(1)  # per-edge sum J_j^T W r
-    # The reduced system is accumulated in float64 from the float32 per-edge sums.
-    M, g = M.double(), g.double()
-    H = M.new_zeros(K, K, 6, 6)
-    v = g.new_zeros(K, 6)
-    edges = torch.arange(E, device=ii.device)
-    if options.motion_only:
-        _add_pair_blocks(H, M, edges, edges, res.A, ii, jj)
-        _add_edge_vectors(v, g, res.A, ii, jj)
-        return _solve_poses(H, v, fixed, options), torch.zeros_like(invdepths)
+    if not schur:
+        return system.solve(options.lm, options.ep), torch.zeros_like(invdepths)
+    # Frames that are the source of no edge have only their prior (or damping) on the depths.
+    alone = torch.ones(K, dtype=torch.bool, device=ii.device)
+    alone[ii] = False
+    if bool(alone.any()):
+        empty = invdepths.new_zeros(0, P)
+        C, bz = _depth_system(empty, empty, ii[:0], invdepths[alone], prior_invdepth[alone], prior_conf[alone],
+                              eta.reshape(K, -1)[alone], options)
+        q[alone] = C.rsqrt()
+        qb[alone] = q[alone] * bz
+    if poses_only:
+        return torch.zeros(K, 6, dtype=torch.float64, device=invdepths.device), (q * qb).reshape(K, h, w)
 
-    # Schur complement. With q = C^-1/2, the coupling of edge e's relative-pose increment with the depths of
-    # its source frame, scaled by q, is G_e = sum_c w J_j Jd q (6, P). Edges sharing a source frame share those
-    # depths: the reduced system loses B_e^T (G_e G_f^T) B_f for every such pair (e, f), the gradient loses
-    # B_e^T G_e (q bz), and back-substitution gives dz = q (q bz - sum_e G_e . (B_e dx)).
-    q = C.rsqrt()
-    qJd = res.swJd * q[ii][:, None]
-    slot, m = _edge_slots(ii, K)
-    F = torch.mul(J[:, 0], qJd[:, 0, None]).addcmul_(J[:, 1], qJd[:, 1, None])
-    unused = torch.ones(K * m, dtype=torch.bool, device=ii.device).index_fill_(0, slot, False)
-    G = J.new_empty(K * m, 6, P).index_fill_(0, torch.nonzero(unused)[:, 0], 0).index_copy_(0, slot, F)
-    Gk = G.view(K, m * 6, P)
-    qb = q * bz
-    gram = (Gk @ Gk.transpose(1, 2)).view(K, m, 6, m, 6).transpose(2, 3).reshape(K * m * m, 6, 6)
-    slot_edge = torch.full((K * m,), -1, dtype=torch.long, device=ii.device).index_copy_(0, slot, edges)
-    pe = slot_edge.view(K, m, 1).expand(K, m, m).reshape(-1)
-    pf = slot_edge.view(K, 1, m).expand(K, m, m).reshape(-1)
-    pair = (pe >= 0) & (pf >= 0)
-    _add_pair_blocks(H, torch.cat([M, -gram[pair].double()]), torch.cat([edges, pe[pair]]),
-                     torch.cat([edges, pf[pair]]), res.A, ii, jj)
-    u = (qb[:, None] @ Gk.transpose(1, 2)).view(K * m, 6)[slot].double()
-    _add_edge_vectors(v, g - u, res.A, ii, jj)
-    dx = _solve_poses(H, v, fixed, options)
-
-    delta = (dx[jj] - (res.A @ dx[ii][..., None])[..., 0]).to(G.dtype)
-    delta_slots = G.new_zeros(K * m, 6).index_copy_(0, slot, delta).view(K, 1, m * 6)
-    dz = q * (qb - (delta_slots @ Gk)[:, 0])
-    return dx, dz.reshape(K, h, w)
+    dx = system.solve(options.lm, options.ep)
+    coupled = torch.zeros_like(qb)
+    for edges, A, F in kept:
+        i_e, j_e = ii[edges], jj[edges]
+        delta = (dx[j_e] - (A @ dx[i_e][..., None])[..., 0]).to(F.dtype)
+        coupled.index_add_(0, i_e, (delta[:, None] @ F)[:, 0])
+    return dx, (q * (qb - coupled)).reshape(K, h, w)
 
 
 def _as_mask(fixed: Sequence[int] | torch.Tensor, K: int, device: torch.device) -> torch.Tensor:
