@@ -31,9 +31,10 @@ current depth rescaled to the prior's per-keyframe scale, see ``_add_scale_ancho
 the block-sparse Schur complement in float64 with DROID's LM damping H + lm diag(H) + ep I (dense Cholesky for
 small systems, sparse LU for large ones: ``metricslam.slam.pose_system``) and the depths are back-substituted
 and clamped. The per-edge work runs in chunks of whole source frames, so memory grows with the number of edges
-and coupled pose pairs, not with the square of the number of keyframes. Inside, inverse depths and priors are divided (and translations multiplied)
-by the mean prior inverse depth (the mean inverse depth when there is no prior) so thresholds and damping are
-scene independent; this is only a change of units: metric priors give metric results.
+and coupled pose pairs, not with the square of the number of keyframes. Inside, inverse depths and priors are
+divided (and translations multiplied) by the mean prior inverse depth (the mean inverse depth when there is no
+prior) so thresholds and damping are scene independent; this is only a change of units: metric priors give
+metric results.
 
 ``dense_reference_step`` solves the same step with the full dense normal equations (tests and benchmarks only).
 """
