@@ -322,7 +322,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         pf = slot_edge.view(-1, 1, m).expand(-1, m, m).reshape(-1)
         pair = (pe >= 0) & (pf >= 0)
         system.add_edge_pairs(-gram[pair].double(), pe[pair], pf[pair], A, ii_e, jj_e)
-        u = (F @ qb[ii_e][..., None])[..., 0]
+        # A row vector times F^T: torch's batched matrix-vector form (F @ v) is about 10x slower on CPU.
+        u = (qb[ii_e][:, None] @ F.transpose(1, 2))[:, 0]
         system.add_edge_vectors(g.double() - u.double(), A, ii_e, jj_e)
         kept.append((edges, A, F))
 

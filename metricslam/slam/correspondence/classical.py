@@ -182,18 +182,21 @@ class ClassicalCorrespondence:
         ``init_ij`` / ``init_ji`` are optional full-resolution initial flows (e.g. predicted by reprojection),
         which let DIS handle baselines larger than its search range.
         """
-        fw = self.flow(grey_i, grey_j, init_ij)
-        bw = self.flow(grey_j, grey_i, init_ji)
-        t_ij, w_ij = self._targets(grey_i, grey_j, fw, bw)
-        t_ji, w_ji = self._targets(grey_j, grey_i, bw, fw)
-        return t_ij, w_ij, t_ji, w_ji
+        return self.pairs([(grey_i, grey_j, init_ij, init_ji)])[0]
 
     def pairs(self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]
               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """``pair`` for each (grey_i, grey_j, init_ij, init_ji) in ``jobs``, concurrently with ``workers`` > 1."""
-        if self._pool is None or len(jobs) < 2:
-            return [self.pair(*job) for job in jobs]
-        return list(self._pool.map(lambda job: self.pair(*job), jobs))
+        """``pair`` for each (grey_i, grey_j, init_ij, init_ji) in ``jobs``, concurrently with ``workers`` > 1.
+
+        The two flows of every pair, and then the two target sets, are separate tasks: with whole pairs as tasks,
+        the common three-pair batch leaves one core idle for its last pair."""
+        run = map if self._pool is None else self._pool.map
+        flow_args = [args for gi, gj, init_ij, init_ji in jobs for args in ((gi, gj, init_ij), (gj, gi, init_ji))]
+        flows = list(run(lambda args: self.flow(*args), flow_args))
+        target_args = [args for n, (gi, gj, _, _) in enumerate(jobs)
+                       for args in ((gi, gj, flows[2 * n], flows[2 * n + 1]), (gj, gi, flows[2 * n + 1], flows[2 * n]))]
+        targets = list(run(lambda args: self._targets(*args), target_args))
+        return [(*targets[2 * n], *targets[2 * n + 1]) for n in range(len(jobs))]
 
     def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray, init: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray, float]:
