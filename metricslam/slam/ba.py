@@ -126,7 +126,7 @@ class _Residuals:
     Xj: torch.Tensor  # (E, 4, P) points in the target frame
     sw: torch.Tensor  # sqrt of the final per-coordinate weight
     swr: torch.Tensor  # sw * residual
-    swJd: torch.Tensor  # sw * d p / d invdepth
+    swJd: torch.Tensor | None  # sw * d p / d invdepth (None in motion-only BA, which never uses it)
 
 
 def _residuals(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
@@ -142,8 +142,8 @@ def _residuals(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: torc
         # (r * r).sum().sqrt() rather than norm(dim=1): torch's strided vector norm is ~30x slower on CPU here.
         wt = wt * robust_weight((r * r).sum(1).sqrt(), opts.robust, opts.robust_px)[:, None]
     sw = (opts.weight_scale * wt).sqrt()
-    Jd = depth_jacobian(Xj, T[:, :3, 3], intrinsics, dim=1)
-    return _Residuals(A=A, Xj=Xj, sw=sw, swr=sw * r, swJd=sw * Jd)
+    swJd = None if opts.motion_only else sw * depth_jacobian(Xj, T[:, :3, 3], intrinsics, dim=1)
+    return _Residuals(A=A, Xj=Xj, sw=sw, swr=sw * r, swJd=swJd)
 
 
 def _weighted_pose_jacobian(res: _Residuals, intrinsics: torch.Tensor) -> torch.Tensor:
