@@ -193,10 +193,10 @@ class ClassicalCorrespondence:
         run = map if self._pool is None else self._pool.map
         flow_args = [args for gi, gj, init_ij, init_ji in jobs for args in ((gi, gj, init_ij), (gj, gi, init_ji))]
         flows = list(run(lambda args: self.flow(*args), flow_args))
-        target_args = [args for n, (gi, gj, _, _) in enumerate(jobs)
-                       for args in ((gi, gj, flows[2 * n], flows[2 * n + 1]), (gj, gi, flows[2 * n + 1], flows[2 * n]))]
+        target_args = [args for (gi, gj, _, _), fw, bw in zip(jobs, flows[0::2], flows[1::2])
+                       for args in ((gi, gj, fw, bw), (gj, gi, bw, fw))]
         targets = list(run(lambda args: self._targets(*args), target_args))
-        return [(*targets[2 * n], *targets[2 * n + 1]) for n in range(len(jobs))]
+        return [(*ij, *ji) for ij, ji in zip(targets[0::2], targets[1::2])]
 
     def track(self, grey_kf: np.ndarray, grey_frame: np.ndarray, init: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray, float]:
