@@ -10,8 +10,9 @@ setup:
 demo: setup
 	$(PY) -m metricslam.cli demo --out outputs/demo
 
+# -p no:dash: open3d pulls in dash, whose pytest plugin only adds a deprecation warning to every run.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:dash tests
 
 clean:
 	rm -rf outputs .pytest_cache
