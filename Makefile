@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 demo: setup
-	$(PY) -m metricslam.cli demo --out outputs/demo
+	$(PY) -m metricslam.cli demo --out outputs/demo --overwrite
 
 # -p no:dash: open3d pulls in dash, whose pytest plugin only adds a deprecation warning to every run.
 test: setup

@@ -8,9 +8,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["metricslam", "metricslam.*"]),
-    include_package_data=True,
-    package_data={"metricslam": ["py.typed", "assets/*.yaml"]},
+    # package_dir maps the root explicitly, so an editable install puts the repository folder on sys.path: the
+    # real package then wins over a same-named folder in the working directory (a namespace package).
+    package_dir={"": "."},
+    # assets is a data folder, listed as a package so that setuptools installs it without warnings.
+    packages=[*find_packages(include=["metricslam", "metricslam.*"]), "metricslam.assets"],
+    package_data={"metricslam": ["py.typed"], "metricslam.assets": ["*.yaml"]},
     install_requires=[
         # torch is pinned by the Makefile where it is missing (a bare requirement may pull a CUDA build).
         "torch>=2.1",

@@ -140,7 +140,7 @@ def run_one(entry: Entry, prior: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     try:
         result = run_sequence(entry.make(), out, cfg, progress=not args.no_progress,
-                              mapping=MappingConfig() if args.mesh else None)
+                              mapping=MappingConfig() if args.mesh else None, overwrite=True)
     except Exception as exc:  # a benchmark reports a failed run and goes on with the others
         row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"{entry.name} / {prior}: {row['status']}", file=sys.stderr)

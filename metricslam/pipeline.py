@@ -37,17 +37,28 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.io.atomic import write_text_atomic
 from metricslam.io.frame import Frame
+from metricslam.io.run_dir import OutputLayout, RunDir
 from metricslam.io.sequences.base import Sequence
 from metricslam.io.trajectory import Trajectory
-from metricslam.mapping.export import MAPPING_CONFIG_FILE, MappingConfig, write_map
+from metricslam.mapping.export import (
+    CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, MESH_POINTS_FILE, MappingConfig, write_map,
+)
 from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
-from metricslam.slam.reconstruction import Reconstruction
+from metricslam.slam.reconstruction import KEYFRAMES_FILE, Reconstruction
 from metricslam.slam.system import Slam
 from metricslam.viz.rerun_viewer import RerunLogger
-from metricslam.viz.run_plots import GT_FILE, write_run_plots
+from metricslam.viz.run_plots import GT_FILE, PLOT_FILES, write_run_plots
 
 log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+# Everything run_sequence may write: a folder holding any of these holds an earlier run (metricslam.io.run_dir).
+RUN_OUTPUTS = OutputLayout("run", files=(
+    "trajectory_tum.txt", "trajectory_kitti.txt", KEYFRAMES_FILE, CONFIG_FILE, METRICS_FILE, GT_FILE,
+    MESH_FILE, MESH_POINTS_FILE, CLOUD_FILE, MAPPING_CONFIG_FILE, *PLOT_FILES.values(),
+))
 
 SCALE_NOTES = {
     True: "metric",
@@ -132,22 +143,25 @@ def track_sequence(slam: Slam, sequence: Sequence, progress: bool = True, viewer
 
 def run_sequence(
     sequence: Sequence,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | RunDir,
     config: SlamConfig,
     gt: Trajectory | None = None,
     progress: bool = True,
     viz: str | None = None,
     prior: DepthPrior | None = None,
     mapping: MappingConfig | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run SLAM over ``sequence`` and write the results into ``out_dir`` (see the module docstring).
 
     gt: ground truth T_wc (default: the sequence's own, if any). viz: live viewer, 'rerun' (spawns the Rerun
     viewer) or a path ending in .rrd (a Rerun recording). prior: a ready DepthPrior instead of the one
     ``config.prior`` names (e.g. precomputed for benchmarks). mapping: mesh and cloud settings; None skips them.
+    A folder that holds an earlier run is refused unless ``overwrite`` (which first removes that run's files); the
+    folder is created only once the results are ready to write, so a run that fails leaves none behind.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir, RUN_OUTPUTS, overwrite)
+    run_dir.check()
     slam = Slam(config, prior)
     with open_viewer(viz) as viewer:
         tracked = track_sequence(slam, sequence, progress, viewer)
@@ -156,15 +170,16 @@ def run_sequence(
         seconds = tracked + time.perf_counter() - start
         fps = rec.num_frames / max(seconds, 1e-9)
 
+        out = run_dir.prepare()
         rec.save(out)
-        save_config(config, out / "config.yaml")
-        files = ["trajectory_tum.txt", "trajectory_kitti.txt", "keyframes.npz", "config.yaml"]
+        save_config(config, out / CONFIG_FILE)
+        files = ["trajectory_tum.txt", "trajectory_kitti.txt", KEYFRAMES_FILE, CONFIG_FILE]
         gt = gt if gt is not None else sequence.gt_trajectory()
         metrics = None
         if gt is not None:
             metrics = run_metrics(rec, gt, fps, seconds, sequence.name, str(slam.device))
-            write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            files.append("metrics.json")
+            write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+            files.append(METRICS_FILE)
         mesh = None
         if mapping is not None and mapping.enabled:
             mesh, written = map_reconstruction(rec, out, mapping)
@@ -231,7 +246,8 @@ def map_reconstruction(rec: Reconstruction, out: Path, config: MappingConfig
                     "SLAM run failed there", int((~rigid).sum()), rec.num_keyframes, int(np.flatnonzero(~rigid)[0]))
         return None, []
     if rec.num_keyframes < config.tsdf.min_weight:
-        log.warning("mapping skipped: %d keyframe(s), the TSDF keeps surfaces seen by %g or more",
+        log.warning("mapping skipped: too few keyframes (%d; the map keeps surfaces seen by %g or more): the camera "
+                    "moved too little for SLAM to add keyframes; use a clip with more camera motion",
                     rec.num_keyframes, config.tsdf.min_weight)
         return None, []
     try:

@@ -249,6 +249,16 @@ def read_checkpoint(file: str | os.PathLike) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(_torch_load(file), str(file))
 
 
+def recorded_model(file: str | os.PathLike) -> dict | None:
+    """The network a checkpoint written by `metricslam train` records ({'variant', 'small'}: enough to rebuild it);
+    None for files without one, such as the official releases."""
+    obj = _torch_load(Path(file))
+    description = obj.get("model") if isinstance(obj, Mapping) else None
+    if isinstance(description, Mapping) and isinstance(description.get("variant"), str):
+        return dict(description)
+    return None
+
+
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Accept {'model_state_dict': sd}, {'state_dict': sd}, {'model': sd} or a bare sd; strip 'module.' prefixes."""
     if isinstance(obj, Mapping):

@@ -78,6 +78,26 @@ def test_mesh_options_change_the_mesh(run_dir, tmp_path, capsys):
     assert (run_dir / CLOUD_FILE).is_file() and (run_dir / MAPPING_CONFIG_FILE).is_file()
 
 
+def test_mesh_replaces_files_only_with_overwrite_and_keeps_the_run_consistent(run_dir, tmp_path, capsys):
+    import shutil
+
+    from metricslam.mapping.export import load_mapping_config
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    _one_line_error(capsys, ["mesh", str(run)], "already exists; pass --overwrite")
+    _one_line_error(capsys, ["mesh", str(run), "--out", str(tmp_path / "new.ply"), "--cloud", str(run / CLOUD_FILE)],
+                    "already exists")
+    assert not (tmp_path / "new.ply").exists()
+    (run / PLOT_FILES["map"]).unlink(missing_ok=True)
+    # --set before RUN_DIR works too.
+    assert main(["mesh", "--set", "tsdf.min_weight=1", str(run), "--voxel", "0.05", "--overwrite"]) == 0
+    # The run's own mesh changed: mapping.yaml records its settings and the map view is drawn from it.
+    assert load_mapping_config(run).tsdf.voxel_size == 0.05
+    assert (run / PLOT_FILES["map"]).is_file()
+    assert load_mapping_config(run_dir).tsdf.voxel_size == 0.03
+
+
 def test_plot_redraws_the_pictures(run_dir, capsys):
     for name in PLOT_FILES.values():
         (run_dir / name).unlink(missing_ok=True)

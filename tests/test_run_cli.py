@@ -89,11 +89,15 @@ def test_run_hololens_sensor_prior(tmp_path, capsys):
     np.testing.assert_allclose(gt.poses, gt_file, atol=1e-4)  # TUM files keep ~6 digits
 
 
-def test_error_missing_calibration(room, tmp_path, capsys):
+def test_error_missing_calibration_from_the_python_api(room, tmp_path):
+    """`run` guesses a camera (tests/test_outputs_and_errors.py); open_sequence asks for one unless told to guess."""
+    from metricslam.errors import InputError
+    from metricslam.io.sequences import open_sequence
+
     folder = tmp_path / "nocalib"
     shutil.copytree(room / "images", folder / "images")
-    err = _error_line(capsys, ["run", str(folder), "--out", str(tmp_path / "o")])
-    assert "no calibration found" in err and "calib" in err
+    with pytest.raises(InputError, match="no calibration found; pass --calib FILE"):
+        open_sequence(folder)
 
 
 def test_error_empty_folder(tmp_path, capsys):
@@ -110,7 +114,7 @@ def test_error_depth_folder_not_matching_images(room, tmp_path, capsys):
     for prior in ("sensor", "folder"):
         err = _error_line(capsys, ["run", str(room), "--out", str(tmp_path / "o"), "--prior", prior,
                                    "--depth", str(depth)])
-        assert f"5 depth maps for {FRAMES} images" in err
+        assert f"no depth map for {FRAMES - 5} of the {FRAMES} selected images" in err
 
 
 def test_error_unknown_set_key(room, tmp_path, capsys):

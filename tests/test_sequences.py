@@ -267,7 +267,7 @@ def test_tum_unknown_camera_needs_calib(tmp_path):
     root, _, _ = make_tum(tmp_path, "my_kinect_recording", n=3)
     with pytest.raises(InputError, match="no calibration") as exc:
         open_sequence(root)
-    assert_one_line(exc, str(root), "calib=")
+    assert_one_line(exc, str(root), "--calib FILE")
     (tmp_path / "cam.txt").write_text("520 520 320 240\n")
     assert open_sequence(root, calib=tmp_path / "cam.txt").intrinsics.fx == 520
 
@@ -386,7 +386,7 @@ def test_video_file(tmp_path):
     frames = write_video(video, 20, fps=15.0)
     (tmp_path / "phone.txt").write_text("60 60 32 24\n")
     assert detect_layout(video) == "video"
-    with pytest.raises(InputError, match="calib=") as exc:
+    with pytest.raises(InputError, match="--calib FILE") as exc:
         open_sequence(video)
     assert_one_line(exc, str(video))
     seq = open_sequence(video, calib=tmp_path / "phone.txt")
@@ -415,7 +415,7 @@ def test_missing_calibration(tmp_path):
     write_images(root / "images", 2, 16, 16)
     with pytest.raises(InputError, match="no calibration") as exc:
         open_sequence(root)
-    assert_one_line(exc, str(root), "calib=")
+    assert_one_line(exc, str(root), "--calib FILE")
 
 
 def test_empty_folder(tmp_path):
@@ -454,7 +454,7 @@ def test_depth_folder_mismatch(tmp_path):
         cv2.imwrite(str(root / "depth" / f"{name}.png"), np.zeros((32, 48), np.uint16))
     with pytest.raises(InputError, match="00002") as exc:
         open_sequence(root)
-    assert_one_line(exc, "depth", "3 images")
+    assert_one_line(exc, "depth", "1 of the 3 selected images")
     cv2.imwrite(str(root / "depth" / "00002.png"), np.zeros((32, 48), np.uint16))
     with pytest.raises(InputError, match="4 depth maps for 3 images"):
         open_sequence(root)

@@ -15,7 +15,8 @@ import torch
 from metricslam.config import load_config, save_config
 from metricslam.depth.predictor import Metric3DPredictor
 from metricslam.errors import WeightsError
-from metricslam.training.checkpoint import load_checkpoint, predictor_from_checkpoint
+from metricslam.depth.loading import load_predictor
+from metricslam.training.checkpoint import load_checkpoint
 from metricslam.training.config import DataConfig, DatasetConfig, TrainConfig
 from metricslam.training.data import AnnotationDataset
 from metricslam.training.small_model import SmallModelConfig
@@ -147,7 +148,7 @@ def test_overfits_a_tiny_set_and_checkpoint_loads_strictly_into_the_predictor(tm
     assert all(k.startswith("depth_model.encoder.") or k.startswith("depth_model.decoder.")
                for k in state["model_state_dict"])
     sample = AnnotationDataset(one).load(0)
-    predictor = predictor_from_checkpoint(result.checkpoint, device="cpu", input_size=(128, 160))
+    predictor = load_predictor(result.checkpoint, device="cpu", input_size=(128, 160))
     pred = predictor.predict(sample.rgb, sample.intrinsics).depth
     rel = np.abs(pred - sample.depth)[sample.valid] / sample.depth[sample.valid]
     assert np.median(rel) < 0.1  # metric depth through the predictor's de-canonical path

@@ -86,7 +86,7 @@ def test_reads_4x4_per_line_ground_truth() -> None:
         ("1 2 3 4 5 6 7 8\n1 2 3\n", "auto", "different numbers"),
         ("1 2 3 4 5 6 7\n", "auto", "7 values per line"),
         ("0 1 2 3 0 0 0 1\n", "kitti", "format 'kitti' needs 12"),
-        ("0 1 2 3 0 0 0 1\n", "euroc", "unknown trajectory format"),
+        ("0 1 2 3 0 0 0 1\n", "bogus", "unknown trajectory format"),
         ("0 1 2 3 0 0 0 1\n1 1 nan 3 0 0 0 1\n", "auto", ":2: non-finite"),
         ("0 1 2 3 0 0 0 0\n", "tum", "zero quaternion"),
     ],

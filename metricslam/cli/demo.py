@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, args.set)
     print(f"demo: {len(seq)} frames of a synthetic room at {args.width}x{args.height}, prior {cfg.prior.kind}")
     result = run_sequence(seq, args.out, cfg, progress=not args.quiet,
-                          mapping=None if args.no_mesh else MappingConfig())
+                          mapping=None if args.no_mesh else MappingConfig(), overwrite=args.overwrite)
     print(format_summary(result))
     m = result.metrics
     ate, scale_err = m["ate_se3_rmse_m"], m["scale_error"]
@@ -41,11 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the full pipeline on a synthetic room (no data needed)",
                               description="Render a synthetic furnished room, run metric SLAM with the simulated "
                                           "metric depth prior, print the metrics and write all outputs to --out.")
-    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
-    p.add_argument("--width", type=int, default=512, help="image width (default 512)")
-    p.add_argument("--height", type=int, default=384, help="image height (default 384)")
-    p.add_argument("--seed", type=int, default=0, help="room and trajectory seed (default 0)")
+    p.add_argument("--out", default="outputs/demo", metavar="DIR", help="output folder (default outputs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in --out")
+    p.add_argument("--frames", type=int, default=300, metavar="N", help="number of frames (default 300)")
+    p.add_argument("--width", type=int, default=512, metavar="PX", help="image width (default 512)")
+    p.add_argument("--height", type=int, default=384, metavar="PX", help="image height (default 384)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="room and trajectory seed (default 0)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="SLAM config overrides, e.g. --set frontend.window=12")
     p.add_argument("--no-mesh", action="store_true", help="skip TSDF fusion")

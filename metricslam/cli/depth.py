@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -14,42 +16,47 @@ import torch
 from tqdm import tqdm
 
 from metricslam.depth.camera_guess import CameraGuess, intrinsics_for_image
-from metricslam.depth.predictor import DepthPrediction, Metric3DPredictor, resolve_variant
+from metricslam.depth.loading import load_predictor
+from metricslam.depth.predictor import DepthPrediction, Metric3DPredictor
 from metricslam.errors import InputError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.geometry.projective import pixel_grid, unproject
 from metricslam.io.atomic import atomic_path, write_text_atomic
 from metricslam.io.images import read_rgb, write_depth_png, write_rgb
 from metricslam.io.ply import write_ply
-from metricslam.weights import resolve_weights
+from metricslam.io.run_dir import OutputLayout, RunDir
+from metricslam.io.sequences import open_sequence
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint file, or a name from `metricslam weights list`")
-    p.add_argument("--variant", default=None, help="model variant; inferred from an official checkpoint file name")
+    p.add_argument("--weights", required=True, metavar="FILE|NAME",
+                   help="checkpoint file (official or from `metricslam train`), or a name from `metricslam weights list`")
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help="model variant; read from a `metricslam train` checkpoint, inferred from an official file name")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input size (smaller is faster; rounded to a valid multiple); default official")
     p.add_argument("--focal", choices=("fx", "mean"), default="fx",
                    help="focal length of the de-canonical transform: fx (default) or (fx + fy) / 2")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--device", default=None, metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto, CUDA "
+                   "if available)")
 
 
 def add_intrinsics_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fx", type=float, default=None, help="focal length in pixels (of the image as given)")
-    p.add_argument("--fy", type=float, default=None, help="default: fx")
-    p.add_argument("--cx", type=float, default=None, help="default: width / 2")
-    p.add_argument("--cy", type=float, default=None, help="default: height / 2")
-    p.add_argument("--calib", default=None, help="camera file: 'fx fy cx cy [k1 k2 p1 p2]' or a 3x3 K")
-    p.add_argument("--sensor-width-mm", type=float, default=None,
+    p.add_argument("--fx", type=float, default=None, metavar="PX", help="focal length in pixels (of the image as given)")
+    p.add_argument("--fy", type=float, default=None, metavar="PX", help="default: fx")
+    p.add_argument("--cx", type=float, default=None, metavar="PX", help="default: width / 2")
+    p.add_argument("--cy", type=float, default=None, metavar="PX", help="default: height / 2")
+    p.add_argument("--calib", default=None, metavar="FILE", help="calibration file (fx fy cx cy [dist], K.txt, "
+                   "sensor.yaml, ...)")
+    p.add_argument("--sensor-width-mm", type=float, default=None, metavar="MM",
                    help="sensor long side in mm, used with the EXIF focal length when EXIF lacks the 35 mm value")
 
 
 def predictor_from_args(args: argparse.Namespace) -> Metric3DPredictor:
-    weights = resolve_weights(args.weights)
-    variant = resolve_variant(args.weights, args.variant)
-    return Metric3DPredictor(variant, weights, device=args.device, input_size=args.input_size, focal_mode=args.focal)
+    return load_predictor(args.weights, args.variant, device=args.device, input_size=args.input_size,
+                          focal_mode=args.focal)
 
 
 def load_image(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, CameraGuess]:
@@ -93,16 +100,55 @@ def colorize_depth(depth: np.ndarray, bar_width: int = 60) -> np.ndarray:
     return np.concatenate([image, bar], axis=1)
 
 
-def list_images(path: Path) -> list[Path]:
-    if path.is_file():
+@dataclass
+class DepthInput:
+    """One image to predict: the stem its outputs are named by, its key in cameras.json, and how to load it."""
+
+    stem: str
+    key: str
+    load: Callable[[], tuple[np.ndarray, CameraGuess]]
+
+
+def image_files(path: Path) -> list[Path] | None:
+    """An image, or the images directly in a folder; None when ``path`` is neither (a video or dataset layout)."""
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            return files
-        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; "
-                         "pass an image or a folder of them")
-    raise InputError(f"{path}: not found; pass an image file or a folder of images")
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return files or None
+    return None
+
+
+def depth_inputs(path: Path, args: argparse.Namespace) -> list[DepthInput]:
+    """The images of INPUT: an image, a folder of images (intrinsics per image: --calib, flags, EXIF, guess), or a
+    video or dataset folder in any layout `metricslam run` reads (its calibration, or --calib)."""
+    files = image_files(path)
+    if files is not None:
+        return [DepthInput(f.stem, f.name, lambda f=f: load_image(f, args)) for f in files]
+    if not path.exists():
+        raise InputError(f"{path}: not found; pass an image, a folder of images, a video or a dataset folder")
+    if any(getattr(args, flag) is not None for flag in ("fx", "fy", "cx", "cy")):
+        raise InputError(f"{path}: --fx/--fy/--cx/--cy apply to single images; for a video or dataset pass "
+                         "--calib FILE")
+    seq = open_sequence(path, calib=args.calib, guess_camera=True)
+    source = "calibration" if args.calib else "sequence"
+
+    def load(i: int) -> tuple[np.ndarray, CameraGuess]:
+        return seq[i].rgb, CameraGuess(seq.intrinsics, source)
+
+    names = [seq.data.source.stem(int(j)) for j in seq.source_indices]
+    return [DepthInput(name, name, lambda i=i: load(i)) for i, name in enumerate(names)]
+
+
+def earlier_depth_outputs(folder: Path) -> list[Path]:
+    """Every file an earlier `metricslam depth` run wrote into ``folder``, found from its depth maps' names."""
+    stems = {p.name[: -len(suffix)] for suffix in ("_depth.npy", "_depth.png") for p in folder.glob(f"*{suffix}")}
+    return [folder / f"{stem}{suffix}" for stem in stems for suffix in OUTPUT_SUFFIXES]
+
+
+CAMERAS_FILE = "cameras.json"
+OUTPUT_SUFFIXES = ("_depth.png", "_depth.npy", "_depth_color.png", "_confidence.png", "_normals.png", ".ply")
+DEPTH_OUTPUTS = OutputLayout("depth", files=(CAMERAS_FILE,), extra=earlier_depth_outputs)
 
 
 def write_outputs(out: Path, stem: str, rgb: np.ndarray, K: Intrinsics, pred: DepthPrediction) -> None:
@@ -123,33 +169,40 @@ def write_outputs(out: Path, stem: str, rgb: np.ndarray, K: Intrinsics, pred: De
 
 
 def run(args: argparse.Namespace) -> int:
-    files = list_images(Path(args.input))
+    out = RunDir(args.out, DEPTH_OUTPUTS, args.overwrite)
+    out.check()
+    inputs = depth_inputs(Path(args.input), args)
     predictor = predictor_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    first = inputs[0].load()  # the camera of the first image is checked before anything is written
+    out.prepare()
     cameras = {}
     step = predictor.batch_size
-    with tqdm(total=len(files), unit="img", disable=len(files) == 1) as bar:
-        for start in range(0, len(files), step):
-            chunk = files[start:start + step]
-            loaded = [load_image(f, args) for f in chunk]
+    with tqdm(total=len(inputs), unit="img", disable=len(inputs) == 1) as bar:
+        for start in range(0, len(inputs), step):
+            chunk = inputs[start:start + step]
+            loaded = [first if start + k == 0 else item.load() for k, item in enumerate(chunk)]
             preds = predictor.predict_batch([rgb for rgb, _ in loaded], [g.intrinsics for _, g in loaded])
-            for file, (rgb, guess), pred in zip(chunk, loaded, preds):
-                write_outputs(out, file.stem, rgb, guess.intrinsics, pred)
+            for item, (rgb, guess), pred in zip(chunk, loaded, preds):
+                write_outputs(out.path, item.stem, rgb, guess.intrinsics, pred)
                 K = guess.intrinsics
-                cameras[file.name] = {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "width": K.width,
-                                      "height": K.height, "source": guess.source}
+                cameras[item.key] = {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "width": K.width,
+                                     "height": K.height, "source": guess.source}
             bar.update(len(chunk))
-    write_text_atomic(out / "cameras.json", json.dumps(cameras, indent=2))
-    print(f"wrote depth for {len(files)} image(s) to {out}")
+    write_text_atomic(out / CAMERAS_FILE, json.dumps(cameras, indent=2))
+    print(f"wrote depth for {len(inputs)} image(s) to {out.path}")
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("depth", help="metric depth, normals and a point cloud from images (Metric3D)",
-                              description="Metric depth for an image or a folder of images with a Metric3D model.")
-    p.add_argument("input", help="an image or a folder of images")
-    p.add_argument("--out", required=True, help="output folder")
+                              description="Metric depth for an image, a folder of images, a video or a dataset "
+                                          "folder (any layout `metricslam run` reads) with a Metric3D model. Writes "
+                                          "per image STEM_depth.png (mm), STEM_depth.npy (m), STEM_depth_color.png, "
+                                          "STEM_confidence.png, STEM_normals.png (ViT), STEM.ply and cameras.json.")
+    p.add_argument("input", metavar="INPUT", help="an image, a folder of images, a video or a dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier depth run in --out "
+                   "(without it such a folder is refused; other files there are kept)")
     add_model_args(p)
     add_intrinsics_args(p)
     p.set_defaults(func=run)

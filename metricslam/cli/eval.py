@@ -16,17 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="trajectory accuracy: APE, RPE, KITTI odometry metric",
         description="Compare an estimated trajectory with ground truth (evo APE/RPE, KITTI devkit metric).",
     )
-    p.add_argument("--gt", required=True, help="ground-truth trajectory file")
-    p.add_argument("--est", required=True, help="estimated trajectory file")
+    p.add_argument("--gt", required=True, metavar="FILE", help="ground-truth trajectory file (TUM, KITTI, EuRoC csv)")
+    p.add_argument("--est", required=True, metavar="FILE", help="estimated trajectory file")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="file format of both (default: auto)")
     p.add_argument(
         "--align", default="se3", choices=ALIGN_MODES,
         help="Umeyama alignment of the estimate, applied before APE, RPE and the KITTI metric (default: se3)",
     )
-    p.add_argument("--max-diff", type=float, default=0.01, help="max timestamp difference for association, s")
-    p.add_argument("--rpe-delta", type=float, default=1, help="RPE pose distance (default: 1)")
+    p.add_argument("--max-diff", type=float, default=0.01, metavar="S", help="max timestamp difference for association, s")
+    p.add_argument("--rpe-delta", type=float, default=1, metavar="N", help="RPE pose distance (default: 1)")
     p.add_argument("--rpe-unit", default="frames", choices=RPE_UNITS, help="unit of --rpe-delta (default: frames)")
-    p.add_argument("--json", metavar="OUT", help="write all results to this JSON file")
+    p.add_argument("--json", metavar="FILE", help="write all results to this JSON file")
     p.set_defaults(func=run)
 
 

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("measure", help="metric distance between two pixels of one image (Metric3D)",
                               description="Predict metric depth and print the 3D distance between two pixels.")
-    p.add_argument("image", help="image file")
+    p.add_argument("image", metavar="IMAGE", help="image file")
     p.add_argument("--points", type=parse_point, nargs=2, required=True, metavar=("X1,Y1", "X2,Y2"),
                    help="the two pixels")
     add_model_args(p)

@@ -6,23 +6,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from metricslam.cli._run_dir import add_run_parser, load_run
+from metricslam.config import save_config
 from metricslam.errors import InputError
 from metricslam.io.ply import write_ply
 from metricslam.mapping.cloud import consistent_cloud
 from metricslam.mapping.depthmaps import DEPTH_SOURCES
-from metricslam.mapping.export import MESH_FILE, load_mapping_config
+from metricslam.mapping.export import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, load_mapping_config
 from metricslam.mapping.presets import PRESET_NAMES
 from metricslam.mapping.tsdf import fuse_reconstruction, save_mesh
+from metricslam.viz.run_plots import find_run_gt, write_run_plots
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(args.run_dir) / MESH_FILE
+    run_dir, rec = load_run(args)
+    out = Path(args.out) if args.out else run_dir / MESH_FILE
     if out.suffix.lower() != ".ply":
         raise InputError(f"{out}: the mesh is written as PLY; give a file name ending in .ply")
-    run_dir, rec = load_run(args)
     overrides = list(args.set)
     for flag, key, sections in (("voxel", "voxel_size", "tsdf cloud"), ("trunc", "truncation", "tsdf"),
                                 ("max_depth", "max_depth", "tsdf cloud"), ("source", "depth.source", "tsdf cloud"),
@@ -33,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
             overrides += [f"{section}.{key}={value}" for section in sections.split()]
     cfg = load_mapping_config(run_dir, overrides)
     start = time.perf_counter()
-    result = fuse_reconstruction(rec, cfg.tsdf)
+    result = fuse_reconstruction(rec, cfg.tsdf)  # checks the settings too, before any file is touched
+    for target in (out, args.cloud):
+        if target is not None and Path(target).exists() and not args.overwrite:
+            raise InputError(f"{target}: already exists; pass --overwrite to replace it, or another file name")
     save_mesh(out, result.mesh)
     print(f"mesh: {len(result.mesh.vertices):,} vertices, {len(result.mesh.triangles):,} triangles from "
           f"{result.keyframes} keyframes ({result.source} depth, {result.preset} preset: voxel {result.voxel_size:g} m, "
@@ -43,7 +49,18 @@ def run(args: argparse.Namespace) -> int:
         points, colours = consistent_cloud(rec, cfg.cloud)
         write_ply(args.cloud, points, colours)
         print(f"wrote {args.cloud} ({len(points):,} multi-view consistent points)")
+    if _same_file(out, run_dir / MESH_FILE):
+        # The run's own mesh changed: its recorded settings and map views follow, so the folder stays one run.
+        recorded = load_mapping_config(run_dir)
+        cloud_cfg = cfg.cloud if args.cloud and _same_file(Path(args.cloud), run_dir / CLOUD_FILE) else recorded.cloud
+        save_config(replace(recorded, tsdf=cfg.tsdf, cloud=cloud_cfg), run_dir / MAPPING_CONFIG_FILE)
+        write_run_plots(rec, run_dir, find_run_gt(run_dir), mesh=result.mesh)
+        print(f"updated {run_dir / MAPPING_CONFIG_FILE} and the map views in {run_dir}")
     return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def register(subparsers) -> None:
@@ -58,10 +75,12 @@ def register(subparsers) -> None:
                    help="keyframe depth (default auto: both when the run kept prior depths, else ba)")
     p.add_argument("--preset", metavar="|".join(PRESET_NAMES), help="map scale (default auto, from the depth range)")
     p.add_argument("--min-weight", metavar="N", help="keyframes that must see a voxel (default 1)")
-    p.add_argument("--device", help="auto, cpu or cuda (Open3D device)")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (Open3D device)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="mapping settings (as in mapping.yaml), e.g. --set tsdf.depth.edge_threshold=0.1 cloud.min_views=3")
-    p.add_argument("--out", metavar="FILE", help=f"mesh file (default RUN_DIR/{MESH_FILE})")
+    p.add_argument("--out", metavar="FILE", help=f"mesh file (default RUN_DIR/{MESH_FILE}; replacing it also updates "
+                   f"RUN_DIR/{MAPPING_CONFIG_FILE} and the map views)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out / --cloud files that exist")
     p.add_argument("--cloud", metavar="FILE", help="also write the multi-view consistent point cloud to this PLY "
                                                    "(--voxel, --max-depth, --source and --device apply to it too)")
     p.set_defaults(func=run)

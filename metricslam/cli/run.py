@@ -18,13 +18,16 @@ from pathlib import Path
 
 import yaml
 
+from metricslam.cli._options import positional_from_overrides
 from metricslam.config import load_config
 from metricslam.depth.priors import PRIOR_NAMES
+from metricslam.device import resolve_device
 from metricslam.errors import InputError
 from metricslam.io.sequences import RecordedSequence, open_sequence
 from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig, load_mapping_config
-from metricslam.pipeline import format_summary, run_sequence
+from metricslam.io.run_dir import RunDir
+from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
 from metricslam.slam.config import SlamConfig
 
 NEEDS_SEQUENCE_DEPTH = ("sensor", "simulated")
@@ -44,15 +47,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "folder it is the folder of precomputed depth maps. Depth maps are named like the images (.png "
                "divided by --depth-scale, .npy in metres). Without --prior the run is monocular with arbitrary scale.",
     )
-    p.add_argument("source", metavar="SOURCE", help="video file or dataset folder")
+    p.add_argument("source", metavar="SOURCE", nargs="?", help="video file or dataset folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--calib", metavar="FILE", help="calibration file (fx fy cx cy [dist], K.txt, sensor.yaml, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out "
+                   "(without it such a folder is refused; other files there are kept)")
+    p.add_argument("--calib", metavar="FILE", help="calibration file (fx fy cx cy [dist], K.txt, sensor.yaml, ...); "
+                   "without one and none in SOURCE: the EXIF focal length, else fx = 1.2 x the long image side (a "
+                   "45 degree field of view), with a warning: the metric scale depends on it")
     p.add_argument("--depth", metavar="DIR", help="depth maps, one per image (meaning depends on --prior, see below)")
     p.add_argument("--depth-scale", type=float, metavar="S", help="PNG depth units per metre (default: the dataset's, "
                    "else 1000)")
     p.add_argument("--prior", choices=PRIOR_NAMES, help="depth prior (default: none, i.e. arbitrary scale)")
-    p.add_argument("--weights", metavar="W", help="Metric3D checkpoint path or registry name (--prior metric3d)")
-    p.add_argument("--variant", metavar="V", help="Metric3D model variant (--prior metric3d; default from --weights)")
+    p.add_argument("--weights", metavar="FILE|NAME", help="Metric3D checkpoint (official or from `metricslam train`) "
+                   "or a name from `metricslam weights list` (--prior metric3d)")
+    p.add_argument("--variant", metavar="NAME", help="Metric3D model variant (--prior metric3d; default from --weights)")
     p.add_argument("--gt", metavar="FILE", help="ground-truth T_wc trajectory (TUM, KITTI or 4x4 per line)")
     p.add_argument("--stride", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
     p.add_argument("--start", type=int, default=0, metavar="N", help="first frame (default 0)")
@@ -60,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="YAML", help="SLAM config file (e.g. configs/slam/tum.yaml)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set frontend.window=12 backend.enabled=false")
-    p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
     p.add_argument("--viz", metavar="rerun|FILE.rrd", help="live view in Rerun: 'rerun' spawns the viewer, a path "
                    "ending in .rrd records to that file (needs the [viz] extra)")
     p.add_argument("--no-mesh", action="store_true", help="skip mapping (mesh.ply, mesh_points.ply, cloud.ply)")
@@ -105,6 +113,8 @@ def build_config(args: argparse.Namespace) -> SlamConfig:
     if args.device:
         cfg.device = args.device
         cfg.prior.device = args.device
+    for device in (cfg.device, cfg.prior.device):  # --set or --config may name one too
+        resolve_device(device)
     return cfg
 
 
@@ -121,22 +131,25 @@ def open_source(args: argparse.Namespace, cfg: SlamConfig) -> RecordedSequence:
     seq = open_sequence(
         args.source, calib=args.calib, depth=args.depth if sequence_depth else None,
         depth_scale=args.depth_scale if sequence_depth else None, gt=args.gt,
-        stride=args.stride, start=args.start, end=args.end,
+        stride=args.stride, start=args.start, end=args.end, guess_camera=True,
     )
     if sequence_depth and not seq.has_depth:
         raise InputError(f"{args.source}: no depth images for --prior {kind}; pass --depth DIR with one depth map "
                          "per image, or use --prior none, folder or metric3d")
     if kind == "folder" and cfg.prior.folder:
-        match_depth_folder(seq.data.source, Path(cfg.prior.folder))
+        match_depth_folder(seq.data.source, Path(cfg.prior.folder), seq.source_indices)
     return seq
 
 
 def run(args: argparse.Namespace) -> int:
+    positional_from_overrides(args, "source", ("set", "map_set"), "SOURCE")
+    out = RunDir(args.out, RUN_OUTPUTS, args.overwrite)
+    out.check()
     cfg = build_config(args)
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
     if cfg.prior.kind == "none":
         print(NO_PRIOR_NOTE, file=sys.stderr)
-    result = run_sequence(seq, args.out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping)
+    result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping)
     print(format_summary(result))
     return 0

@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out_dir={args.out}")
     cfg = load_config(TrainConfig, args.config, overrides)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.history:
         last = result.history[-1]
         print(f"trained to step {last['step']}: loss {last['total']:.4f}; checkpoint {result.checkpoint}")
@@ -31,8 +31,10 @@ def register(subparsers) -> None:
                     "or machines, launch through torchrun: `torchrun --nproc_per_node N -m metricslam.cli train "
                     "--config FILE` (gloo on CPU, NCCL on CUDA); batch_size is the global batch.",
     )
-    p.add_argument("--config", required=True, help="training config YAML (see configs/train/)")
-    p.add_argument("--out", default=None, help="output folder (overrides out_dir)")
+    p.add_argument("--config", required=True, metavar="YAML", help="training config (see configs/train/)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides out_dir)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier training run in the output folder (its config, log, checkpoints)")
     p.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue from a checkpoint written by this command, or 'auto' for the newest in the "
                         "output folder; the following steps are reproduced exactly")

@@ -10,9 +10,10 @@ from metricslam.errors import WeightsError
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(f"cache: {weights.cache_dir()}")
+        print(f"{'NAME':15s} {'FILE':48s} {'SIZE':>14s}  {'LICENCE':13s} CACHED")
         for e in weights.registry().values():
             size = f"{e.size / 1e6:.1f} MB" if e.size else "size unknown"
-            state = "cached" if weights.cached_path(e).is_file() else "-"
+            state = "yes" if weights.cached_path(e).is_file() else "no"
             print(f"{e.name:15s} {e.file:48s} {size:>14s}  {e.licence:13s} {state}")
         return 0
     if not args.name:
@@ -29,6 +30,6 @@ def register(subparsers) -> None:
                               description="The official Metric3D and DROID-SLAM checkpoints and the local cache "
                                           "($METRICSLAM_CACHE or ~/.cache/metricslam/weights).")
     p.add_argument("action", choices=("list", "download", "path"))
-    p.add_argument("name", nargs="?", help="a name from `metricslam weights list`")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a name from `metricslam weights list`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -130,4 +131,25 @@ def intrinsics_for_image(
         "metric scale may be off. Pass the real value with --fx F [--fy --cx --cy] or --calib FILE",
         image_path if image_path is not None else "image", guess.fx,
     )
+    return CameraGuess(guess, "default")
+
+
+def guess_sequence_camera(where: str | os.PathLike, first_image: str | os.PathLike | None, width: int,
+                          height: int) -> CameraGuess:
+    """Intrinsics for a sequence without calibration: the first image's EXIF focal length, else the default guess.
+
+    Either way a one-line warning says that the metric scale of the results depends on it and how to pass the
+    real camera.
+    """
+    found = None if first_image is None else intrinsics_from_exif(first_image, width, height)
+    if found is not None:
+        log.warning("warning: %s: no calibration; using the EXIF focal length of %s (fx = fy = %.1f px): the metric "
+                    "scale of the results depends on it; pass --calib FILE for the real camera",
+                    where, Path(first_image).name, found.intrinsics.fx)
+        return found
+    guess = default_intrinsics(width, height)
+    hfov = 2.0 * np.degrees(np.arctan(width / (2.0 * guess.fx)))
+    log.warning("warning: %s: no calibration and no EXIF focal length; GUESSING fx = fy = %.1f px (%.0f degree "
+                "horizontal field of view): the metric scale of the results depends on this guess; pass --calib FILE "
+                "('fx fy cx cy', K.txt, sensor.yaml)", where, guess.fx, hfov)
     return CameraGuess(guess, "default")

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from metricslam.depth.cstm import focal_length
-from metricslam.depth.predictor import Metric3DPredictor, resolve_variant
+from metricslam.depth.loading import load_predictor
+from metricslam.depth.predictor import Metric3DPredictor
 from metricslam.depth.priors import NETWORK_PRIOR_WEIGHT
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import atomic_path
@@ -47,8 +48,8 @@ class Metric3DPrior:
         cache_dir: str | os.PathLike | None = None,
     ) -> "Metric3DPrior":
         """Build the predictor from a checkpoint (path or registry name); the variant is inferred from the
-        official file name when not given."""
-        predictor = Metric3DPredictor(resolve_variant(weights, variant), weights, device=device, input_size=input_size)
+        official file name, or read from a `metricslam train` checkpoint, when not given."""
+        predictor = load_predictor(weights, variant, device=device, input_size=input_size)
         return cls(predictor, cache_dir)
 
     def cache_key(self, frame: Frame) -> str | None:

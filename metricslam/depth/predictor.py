@@ -133,14 +133,16 @@ class Metric3DPredictor:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
 
-    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics) -> DepthPrediction:
-        """Metric depth of one RGB uint8 HxWx3 image whose camera is ``intrinsics``."""
+    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | np.ndarray) -> DepthPrediction:
+        """Metric depth of one RGB uint8 HxWx3 image whose camera is ``intrinsics`` (Intrinsics or a 3x3 K)."""
         return self.predict_batch([rgb], [intrinsics])[0]
 
-    def predict_batch(self, rgbs: Sequence[np.ndarray], intrinsics: Sequence[Intrinsics]) -> list[DepthPrediction]:
+    def predict_batch(self, rgbs: Sequence[np.ndarray], intrinsics: Sequence[Intrinsics | np.ndarray]
+                      ) -> list[DepthPrediction]:
         """Predictions for many images, in order; images of equal size share network batches."""
         if len(rgbs) != len(intrinsics):
             raise InputError(f"{len(rgbs)} images but {len(intrinsics)} intrinsics; pass one camera per image")
+        intrinsics = [_as_intrinsics(K, rgb, i) for i, (rgb, K) in enumerate(zip(rgbs, intrinsics))]
         for i, (rgb, K) in enumerate(zip(rgbs, intrinsics)):
             _check_image(rgb, K, i)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -189,6 +191,21 @@ class Metric3DPredictor:
             )
             for b in range(len(rgbs))
         ]
+
+
+def _as_intrinsics(K: Intrinsics | np.ndarray, rgb: np.ndarray, index: int) -> Intrinsics:
+    """``K`` as Intrinsics: a 3x3 matrix (pinhole, no skew) is taken for the image's own size."""
+    if isinstance(K, Intrinsics) or not isinstance(rgb, np.ndarray) or rgb.ndim != 3:
+        return K  # _check_image names what is wrong
+    try:
+        matrix = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        matrix = np.empty(0)
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or matrix[0, 1] != 0:
+        raise InputError(f"image {index}: intrinsics must be an Intrinsics or a 3x3 K matrix without skew, got "
+                         f"{type(K).__name__}; build one with Intrinsics.from_K(K, width, height)")
+    h, w = rgb.shape[:2]
+    return Intrinsics.from_K(matrix, w, h)
 
 
 def _check_image(rgb: np.ndarray, intrinsics: Intrinsics, index: int) -> None:

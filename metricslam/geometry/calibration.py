@@ -9,6 +9,7 @@ Only the YAML file stores the image size; for the others pass ``width`` and ``he
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 
 from metricslam.errors import InputError
 from metricslam.geometry.camera import Intrinsics
+
+log = logging.getLogger(__name__)
 
 FORMATS_HELP = (
     "expected one line 'fx fy cx cy [k1 k2 p1 p2 [k3]]', a 3x3 K matrix on 3 lines, "
@@ -64,6 +67,10 @@ def read_calibration(
             f"{path}: calibration is for {cam.width}x{cam.height} images but the images are {width}x{height}; "
             "use the calibration of this camera at this resolution"
         )
+    if cam.width > 0 and cam.height > 0 and not (0 <= cam.cx <= cam.width and 0 <= cam.cy <= cam.height):
+        log.warning("warning: %s: the principal point (cx %g, cy %g) lies outside the %dx%d image; check the order "
+                    "of the values (fx fy cx cy) and that the calibration is for this resolution",
+                    path, cam.cx, cam.cy, cam.width, cam.height)
     return cam
 
 

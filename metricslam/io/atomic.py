@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+# The names atomic_path gives its temporary files: '.{stem}.{8 random characters}.tmp{suffix}' (mkstemp).
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 @contextmanager
@@ -35,3 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files ``atomic_path`` left in ``folder`` when a process was killed mid-write."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(".*.tmp*") if p.is_file() and _TEMP_NAME.match(p.name))

@@ -1,4 +1,5 @@
-"""Trajectory files: TUM ('t tx ty tz qx qy qz qw'), KITTI (12 numbers, top 3x4) and 4x4-per-line (16 numbers).
+"""Trajectory files: TUM ('t tx ty tz qx qy qz qw'), KITTI (12 numbers, top 3x4), 4x4-per-line (16 numbers) and
+EuRoC ground-truth csv ('ns, px, py, pz, qw, qx, qy, qz[, ...]': the body poses, read as evo reads them).
 
 All poses are camera-to-world (T_wc), float64 arrays of shape (N, 4, 4).
 """
@@ -15,7 +16,7 @@ from metricslam.errors import InputError
 from metricslam.geometry import se3
 from metricslam.io.atomic import write_text_atomic
 
-FORMATS = ("tum", "kitti", "matrix")
+FORMATS = ("tum", "kitti", "matrix", "euroc")
 
 
 @dataclass
@@ -39,7 +40,7 @@ def _load_rows(path: Path) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file; expected a TUM, KITTI or 4x4 trajectory") from None
+        raise InputError(f"{path}: not a text file; expected a TUM, KITTI, 4x4 or EuRoC csv trajectory") from None
     rows, line_nos = [], []
     for line_no, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -69,20 +70,31 @@ def _format_for_width(path: str | os.PathLike, width: int) -> str:
     return fmt
 
 
+def _is_euroc_csv(path: Path, rows: np.ndarray) -> bool:
+    """EuRoC csv: a .csv file of at least 8 columns, timestamps in nanoseconds (evo's rule is the .csv name)."""
+    return path.suffix.lower() == ".csv" and rows.shape[1] >= 8
+
+
 def detect_format(path: str | os.PathLike) -> str:
-    """'tum' (8 values per line), 'kitti' (12) or 'matrix' (16)."""
-    return _format_for_width(path, _load_rows(Path(path)).shape[1])
+    """'euroc' (.csv), else 'tum' (8 values per line), 'kitti' (12) or 'matrix' (16)."""
+    rows = _load_rows(Path(path))
+    return "euroc" if _is_euroc_csv(Path(path), rows) else _format_for_width(path, rows.shape[1])
 
 
 def read_trajectory(path: str | os.PathLike, fmt: str = "auto") -> Trajectory:
-    """Read a trajectory; ``fmt`` is 'tum', 'kitti', 'matrix' or 'auto' (by values per line)."""
+    """Read a trajectory; ``fmt`` is 'tum', 'kitti', 'matrix', 'euroc' or 'auto' (EuRoC for .csv files, else by
+    values per line)."""
     path = Path(path)
     rows = _load_rows(path)
     if fmt == "auto":
-        fmt = _format_for_width(path, rows.shape[1])
-    expected = {"tum": 8, "kitti": 12, "matrix": 16}
+        fmt = "euroc" if _is_euroc_csv(path, rows) else _format_for_width(path, rows.shape[1])
+    expected = {"tum": 8, "kitti": 12, "matrix": 16, "euroc": 8}
     if fmt not in expected:
-        raise InputError(f"unknown trajectory format '{fmt}'; use one of tum, kitti, matrix, auto")
+        raise InputError(f"unknown trajectory format '{fmt}'; use one of {', '.join(FORMATS)}, auto")
+    if fmt == "euroc" and rows.shape[1] >= 8:
+        # ns, p xyz, q wxyz -> seconds and tx ty tz qx qy qz qw
+        rows = np.concatenate([rows[:, :1] * 1e-9, rows[:, 1:4], rows[:, 5:8], rows[:, 4:5]], axis=1)
+        fmt = "tum"
     if rows.shape[1] != expected[fmt]:
         raise InputError(
             f"{path}: {rows.shape[1]} values per line, but format '{fmt}' needs {expected[fmt]}; "

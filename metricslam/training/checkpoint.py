@@ -2,7 +2,8 @@
 
 File contents: 'model_state_dict' (keys 'depth_model.encoder.*' / 'depth_model.decoder.*', as the released
 files, so the predictor and build_metric3d load them strictly), 'model' ({'variant', 'small'} to rebuild the
-network), 'optimizer', 'scheduler', 'scaler', 'step', 'sampler', 'rng' and 'config' (the training config).
+network: metricslam.depth.loading.load_predictor reads it, so loading needs no variant), 'optimizer',
+'scheduler', 'scaler', 'step', 'sampler', 'rng' and 'config' (the training config).
 """
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from metricslam.depth.predictor import Metric3DPredictor
 from metricslam.errors import WeightsError
 from metricslam.io.atomic import atomic_path
-from metricslam.training.small_model import build_model, family_variant
 
 
 def rng_state() -> dict:
@@ -75,16 +74,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise WeightsError(f"{path}: not a metricslam training checkpoint (no model_state_dict)")
     return state
 
-
-def predictor_from_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None,
-                              input_size: Sequence[int] | None = None, **kwargs: Any) -> Metric3DPredictor:
-    """A Metric3DPredictor holding the network of a training checkpoint (loaded strictly)."""
-    state = load_checkpoint(path)
-    description = state.get("model")
-    if not isinstance(description, dict) or "variant" not in description:
-        raise WeightsError(f"{path}: the checkpoint does not record its model variant; load it with "
-                           "Metric3DPredictor(variant, path) instead")
-    variant = description["variant"]
-    model = build_model(variant, description.get("small"))
-    return Metric3DPredictor(family_variant(variant), path, device=device, input_size=input_size, model=model,
-                             **kwargs)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE as VIT_SIZE_MULTI
 from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_SIZE_MULTIPLE
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import write_text_atomic
+from metricslam.io.run_dir import OutputLayout, RunDir
 from metricslam.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from metricslam.training.config import DatasetConfig, TrainConfig
 from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset
@@ -46,6 +48,8 @@ from metricslam.training.transforms import ToItem, build_pipeline
 from metricslam.weights import load_strict, read_checkpoint, resolve_weights
 
 CHECKPOINT_GLOB = "step_*.pth"
+# What a training run writes into out_dir (see the module docstring); the data sets it renders live elsewhere.
+TRAIN_OUTPUTS = OutputLayout("train", files=("config.yaml", "log.jsonl", "val.json"), folders=("checkpoints", "tb"))
 
 
 def size_multiple(variant: str) -> int:
@@ -59,6 +63,8 @@ def prepare_datasets(entries: list[DatasetConfig], info: DistInfo, what: str) ->
             raise ConfigError(f"data.{what}[{k}]: no annotation file; set 'annotation: PATH/annotation.json'")
         path = Path(e.annotation)
         if e.synthetic is not None and not path.is_file() and info.is_main:
+            print(f"rendering the synthetic {what} set '{e.name or path.parent.name}' into {path.parent.parent} "
+                  "(once: later runs reuse it)", file=sys.stderr, flush=True)
             written = write_synthetic_set(path.parent.parent, e.synthetic)
             if path not in written:
                 raise ConfigError(f"data.{what}[{k}]: rendering the synthetic set wrote {', '.join(map(str, written))}"
@@ -83,21 +89,23 @@ class TrainResult:
 class Trainer:
     """Builds everything from a TrainConfig; ``run()`` trains to ``cfg.steps`` and returns a TrainResult.
 
-    ``resume``: a checkpoint path, 'auto' (the newest checkpoint in out_dir, if any) or None.
+    ``resume``: a checkpoint path, 'auto' (the newest checkpoint in out_dir, if any) or None. Without it, an
+    out_dir that holds an earlier training run is refused unless ``overwrite`` (which removes that run's files);
+    the folder is created only after the data, model and checkpoint have been checked.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: str | None = None):
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, overwrite: bool = False):
         self.cfg = cfg
         self.info = init_distributed(None if cfg.device == "auto" else cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out_dir = Path(cfg.out_dir)
+        run_dir = RunDir(self.out_dir, TRAIN_OUTPUTS, overwrite)
+        if self.info.is_main and resume is None:
+            run_dir.check()
         self._check_config()
         self.per_rank_batch = cfg.batch_size // self.info.world_size
         self._seed_everything(cfg.seed)
-        if self.info.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
         self.datasets = prepare_datasets(cfg.data.datasets, self.info, "datasets")
         self.val_datasets = prepare_datasets(cfg.data.val, self.info, "val")
         self._build_data()
@@ -105,6 +113,13 @@ class Trainer:
         self._build_optimisation()
         self.step = 0
         self.resumed_from = self._resume(resume)
+        if self.info.is_main:
+            if resume is None:
+                run_dir.prepare()
+            else:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "config.yaml")
+        barrier(self.info)
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _check_config(self) -> None:
@@ -339,9 +354,9 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.out_dir / "tb"))
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: str | None = None, overwrite: bool = False) -> TrainResult:
     """Train with ``cfg`` (joining the torchrun process group if launched by torchrun), then leave the group."""
     try:
-        return Trainer(cfg, resume).run()
+        return Trainer(cfg, resume, overwrite).run()
     finally:
         shutdown_distributed()

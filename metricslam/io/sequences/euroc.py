@@ -11,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from metricslam.errors import InputError
-from metricslam.geometry import se3
 from metricslam.geometry.calibration import read_sensor_yaml
 from metricslam.io.sequences.association import poses_for_frames
 from metricslam.io.sequences.recorded import ImageFiles, SequenceData, image_size, list_images
@@ -41,17 +39,8 @@ def read_body_groundtruth(path: Path, T_BS: np.ndarray | None) -> Trajectory:
     """state_groundtruth_estimate0/data.csv (ns, p xyz, q wxyz, ...) as cam0 poses T_WB @ T_BS."""
     if T_BS is None:
         raise InputError(f"{path}: body ground truth needs T_BS in cam0/sensor.yaml to give camera poses; add it")
-    try:
-        rows = np.loadtxt(path, delimiter=",", comments="#", ndmin=2)
-    except ValueError as exc:
-        raise InputError(
-            f"{path}: cannot read EuRoC ground truth ({exc}); expected 'ns, px, py, pz, qw, qx, qy, qz, ...'"
-        ) from None
-    if rows.shape[1] < 8 or len(rows) == 0:
-        raise InputError(f"{path}: expected at least 8 comma-separated columns 'ns, px, py, pz, qw, qx, qy, qz'")
-    pose7 = np.concatenate([rows[:, 1:4], rows[:, 5:8], rows[:, 4:5]], axis=1)  # -> tx ty tz qx qy qz qw
-    T_WB = se3.pose7_to_matrix(torch.from_numpy(pose7)).numpy()
-    return Trajectory(T_WB @ T_BS, rows[:, 0] * 1e-9)
+    body = read_trajectory(path, "euroc")
+    return Trajectory(body.poses @ T_BS, body.timestamps)
 
 
 def read_euroc(root: Path) -> SequenceData:

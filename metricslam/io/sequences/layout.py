@@ -5,6 +5,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from metricslam.depth.camera_guess import guess_sequence_camera
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_calibration
 from metricslam.geometry.camera import Intrinsics
@@ -12,7 +13,9 @@ from metricslam.io.sequences.association import poses_for_frames
 from metricslam.io.sequences.euroc import mav_folder, read_euroc
 from metricslam.io.sequences.folder import read_folder
 from metricslam.io.sequences.kitti import image_folder, read_kitti
-from metricslam.io.sequences.recorded import IMAGE_SUFFIXES, RecordedSequence, Resize, SequenceData, match_depth_folder
+from metricslam.io.sequences.recorded import (
+    IMAGE_SUFFIXES, ImageFiles, RecordedSequence, Resize, SequenceData, match_depth_folder,
+)
 from metricslam.io.sequences.tum import read_tum
 from metricslam.io.sequences.video import VIDEO_SUFFIXES, read_video
 from metricslam.io.trajectory import read_trajectory
@@ -61,6 +64,7 @@ def open_sequence(
     end: int | None = None,
     resize: Resize = None,
     layout: str = "auto",
+    guess_camera: bool = False,
 ) -> RecordedSequence:
     """Open a video or dataset folder as a Sequence.
 
@@ -68,6 +72,8 @@ def open_sequence(
     depth: folder of depth maps named like the images (.png scaled by ``depth_scale`` units per metre, or .npy m).
     gt: T_wc trajectory file (TUM matched by time; KITTI / 4x4 rows: one per image, before selection).
     start/end/stride: Python slice of the frames. resize: (width, height) or a target area in pixels (aspect kept).
+    guess_camera: without calibration (none given, none in the layout), use the first image's EXIF focal length or
+    the default guess of metricslam.depth.camera_guess, with a warning; otherwise that is an InputError.
     """
     path = Path(source)
     if layout == "auto":
@@ -86,8 +92,11 @@ def open_sequence(
         data.intrinsics = calib
     elif calib is not None:
         data.intrinsics = read_calibration(calib, width, height)
+    if data.intrinsics is None and guess_camera:
+        first = data.source.paths[0] if isinstance(data.source, ImageFiles) else None
+        data.intrinsics = guess_sequence_camera(path, first, width, height).intrinsics
     if depth is not None:
-        data.depths = match_depth_folder(data.source, Path(depth))
+        data.depths = match_depth_folder(data.source, Path(depth), range(len(data.source))[start:end:stride])
     if depth_scale is not None:
         if not depth_scale > 0:
             raise InputError(f"depth_scale must be positive (PNG units per metre), got {depth_scale}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Protocol
 
 import cv2
@@ -96,20 +97,31 @@ def image_size(source: FrameSource) -> tuple[int, int]:
     return int(first.shape[1]), int(first.shape[0])
 
 
-def match_depth_folder(source: FrameSource, folder: Path) -> list[Path | None]:
-    """Depth files of ``folder`` matched to the frames by name (same stem, .png or .npy)."""
+def match_depth_folder(source: FrameSource, folder: Path, frames: Iterable[int] | None = None) -> list[Path | None]:
+    """Depth files of ``folder`` matched to the frames by name (same stem, .png or .npy), one entry per frame of
+    ``source``. Only the frames ``frames`` must have one (the other entries are None); without ``frames`` the
+    folder must hold exactly one per frame."""
     if not folder.is_dir():
         raise InputError(f"{folder}: depth folder not found; check the path")
     files = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in DEPTH_SUFFIXES}
-    stems = [source.stem(i) for i in range(len(source))]
-    missing = [s for s in stems if s not in files]
-    if missing or len(files) != len(stems):
-        first = f" (first image without one: {missing[0]})" if missing else ""
+    indices = list(range(len(source)) if frames is None else frames)
+    matched: list[Path | None] = [None] * len(source)
+    missing = []
+    for i in indices:
+        matched[i] = files.get(source.stem(i))
+        if matched[i] is None:
+            missing.append(source.stem(i))
+    if missing:
+        names = "" if isinstance(source, ImageFiles) else "; video frames are named by their index from 000000"
         raise InputError(
-            f"{folder}: {len(files)} depth maps for {len(stems)} images{first}; the depth folder needs one "
-            "file per image with the image's name (.png or .npy)"
+            f"{folder}: no depth map for {len(missing)} of the {len(indices)} selected images (first: {missing[0]}, "
+            f"expected {missing[0]}.png or {missing[0]}.npy){names}; the depth folder needs one file per image, "
+            "named like the image"
         )
-    return [files[s] for s in stems]
+    if frames is None and len(files) != len(source):
+        raise InputError(f"{folder}: {len(files)} depth maps for {len(source)} images; the depth folder needs one "
+                         "file per image with the image's name (.png or .npy)")
+    return matched
 
 
 def read_timestamps(path: Path, count: int) -> np.ndarray:
@@ -145,7 +157,7 @@ class RecordedSequence(Sequence):
                  resize: Resize = None) -> None:
         if data.intrinsics is None:
             raise InputError(
-                f"{data.root}: no calibration found; pass calib=FILE (fx fy cx cy, K.txt, sensor.yaml, KITTI calib.txt)"
+                f"{data.root}: no calibration found; pass --calib FILE (fx fy cx cy, K.txt, sensor.yaml, KITTI calib.txt)"
             )
         if (data.intrinsics.width, data.intrinsics.height) != data.size:
             raise InputError(
@@ -168,6 +180,11 @@ class RecordedSequence(Sequence):
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def source_indices(self) -> np.ndarray:
+        """Indices into ``data.source`` of the selected frames."""
+        return self._ids.copy()
 
     @property
     def intrinsics(self) -> Intrinsics:

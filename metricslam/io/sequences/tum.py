@@ -64,7 +64,7 @@ def read_tum(root: Path) -> SequenceData:
         if intrinsics is not None and (intrinsics.width, intrinsics.height) != (width, height):
             raise InputError(
                 f"{root}: the default freiburg calibration is for 640x480 images but {paths[0]} is {width}x{height}; "
-                "pass calib=FILE"
+                "pass --calib FILE"
             )
     depths = None
     if (root / "depth.txt").is_file():
