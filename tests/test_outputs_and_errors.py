@@ -100,7 +100,7 @@ def test_run_into_an_earlier_run_is_refused_and_overwrite_leaves_only_the_new_ru
     assert {"mesh.ply", "cloud.ply", "mapping.yaml", "metrics.json"} <= first
     capsys.readouterr()
     before = (out / "trajectory_tum.txt").read_text()
-    _one_line_error(capsys, ["run", str(room), "--out", str(out), "--quiet", "--no-mesh"], "earlier 'run' run",
+    _one_line_error(capsys, ["run", str(room), "--out", str(out), "--quiet", "--no-mesh"], "earlier 'metricslam run'",
                     "--overwrite")
     assert (out / "trajectory_tum.txt").read_text() == before  # refused before touching anything
 

@@ -73,7 +73,7 @@ class RunDir:
         if earlier:
             names = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
             raise InputError(
-                f"{self.path}: holds the results of an earlier '{self.layout.command}' run ({names}); pass "
+                f"{self.path}: holds the results of an earlier 'metricslam {self.layout.command}' ({names}); pass "
                 f"--overwrite to replace them, or choose another output folder"
             )
 
