@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from metricslam.errors import MetricSlamError
+from metricslam.slam.correspondence.refine import PatchRefineConfig, refine_targets
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -42,6 +43,9 @@ class FlowConfig:
     # Flows of several new graph edges run concurrently (OpenCV releases the GIL, so the core that the
     # single-threaded BA leaves idle gets work): 1 computes them one after the other.
     workers: int = 2
+    # Graph-edge targets refined per grid cell by patch alignment (metricslam.slam.correspondence.refine), each
+    # weighted by its patch Hessian instead of the block texture weight.
+    patch: PatchRefineConfig = field(default_factory=PatchRefineConfig)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -158,8 +162,13 @@ class ClassicalCorrespondence:
         # Forward-backward: following bw from the target must come back to the start.
         fb = fw_q + bw_at_tgt
         photo = self._confidence(grey_i[::q, ::q], _warp(grey_j, tgt), tgt, grey_i.shape)
-        conf = np.exp(-((fb / self.config.fb_sigma) ** 2)) * photo[..., None]
-        return self._grid_targets(fw), self._textured(block_mean(conf.astype(np.float32), self.stride // q), grey_i)
+        conf = block_mean((np.exp(-((fb / self.config.fb_sigma) ** 2)) * photo[..., None]).astype(np.float32),
+                          self.stride // q)
+        if self.config.patch.enabled:
+            targets, patch_weight = refine_targets(grey_i, grey_j, self._grid_targets(fw), self.stride,
+                                                   self.config.patch, self.config.texture)
+            return targets, conf * patch_weight[..., None]
+        return self._grid_targets(fw), self._textured(conf, grey_i)
 
     def _textured(self, conf: np.ndarray, grey_i: np.ndarray) -> np.ndarray:
         tex = self.texture(grey_i)
