@@ -13,7 +13,7 @@ setup(
     package_dir={"": "."},
     # assets is a data folder, listed as a package so that setuptools installs it without warnings.
     packages=[*find_packages(include=["metricslam", "metricslam.*"]), "metricslam.assets"],
-    package_data={"metricslam": ["py.typed"], "metricslam.assets": ["*.yaml"]},
+    package_data={"metricslam": ["py.typed"], "metricslam.assets": ["*.yaml", "presets/*.yaml"]},
     install_requires=[
         # torch is pinned by the Makefile where it is missing (a bare requirement may pull a CUDA build).
         "torch>=2.1",

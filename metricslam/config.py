@@ -118,9 +118,11 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     return from_dict(type(cfg), data)
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file (if any), then the overrides."""
-    cfg = cls()
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> T:
+    """Defaults of ``cls``, then ``base`` (a partial nested dict, e.g. a preset), then the YAML file (if any), then
+    the overrides."""
+    cfg = cls() if base is None else from_dict(cls, _deep_merge(to_dict(cls()), base))
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -23,12 +23,13 @@ from metricslam.config import load_config
 from metricslam.depth.priors import PRIOR_NAMES
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
-from metricslam.io.sequences import RecordedSequence, open_sequence
+from metricslam.io.sequences import RecordedSequence, detect_layout, open_sequence
 from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig, load_mapping_config
 from metricslam.io.run_dir import RunDir
 from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
 from metricslam.slam.config import SlamConfig
+from metricslam.slam.presets import PRESETS, PresetChoice, choose_preset, preset_settings
 
 NEEDS_SEQUENCE_DEPTH = ("sensor", "simulated")
 NO_PRIOR_NOTE = ("note: no depth prior chosen, running pure monocular (--prior none): the scale of the trajectory "
@@ -65,7 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
     p.add_argument("--start", type=int, default=0, metavar="N", help="first frame (default 0)")
     p.add_argument("--end", type=int, metavar="N", help="stop before this frame (default: the last)")
-    p.add_argument("--config", metavar="YAML", help="SLAM config file (e.g. configs/slam/tum.yaml)")
+    p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
+                   help="settings for the kind of camera motion (default auto: chosen from the dataset layout or "
+                        "the motion of the first second, and printed at start)")
+    p.add_argument("--config", metavar="YAML", help="SLAM config file merged on top of the preset (keys it lists)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set frontend.window=12 backend.enabled=false")
     p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
@@ -88,9 +92,9 @@ def _prior_in_config(args: argparse.Namespace) -> bool:
     return isinstance(data.get("prior"), dict) and "kind" in data["prior"]
 
 
-def build_config(args: argparse.Namespace) -> SlamConfig:
-    """Defaults, then --config, then --set, then the flags; the prior is 'none' unless chosen."""
-    cfg = load_config(SlamConfig, args.config, args.set)
+def build_config(args: argparse.Namespace, preset: str | None = None) -> SlamConfig:
+    """Defaults, then the preset, then --config, then --set, then the flags; the prior is 'none' unless chosen."""
+    cfg = load_config(SlamConfig, args.config, args.set, base=preset_settings(preset) if preset else None)
     if args.prior is not None:
         cfg.prior.kind = args.prior
     elif not _prior_in_config(args):
@@ -148,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
+    choice = (choose_preset(seq, detect_layout(args.source)) if args.preset == "auto"
+              else PresetChoice(args.preset, "", auto=False))
+    print(choice.describe(), file=sys.stderr)
+    cfg = build_config(args, choice.name)
     if cfg.prior.kind == "none":
         print(NO_PRIOR_NOTE, file=sys.stderr)
     result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping)

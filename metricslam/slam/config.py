@@ -26,6 +26,12 @@ class TrackingConfig:
     iters: int = 2  # motion-only GN steps per frame
     min_confident: float = 0.1  # fraction of confident grid pixels below which tracking has failed
     reinit_after: int = 3  # consecutive failures before re-initialising on a trackable frame
+    # A monocular segment starts when two views see the scene under this median parallax (degrees); new
+    # keyframes without a prior triangulate their depth where the rays meet at a quarter of it or more.
+    bootstrap_parallax: float = 1.0
+    # ... unless the flow grows to this multiple of filter_thresh first (mostly rotating camera): then it starts
+    # from a constant depth.
+    bootstrap_give_up: float = 3.0
     # Sparse feature PnP against the keyframe's depth: a second start for the flow when the one from the
     # constant-velocity prediction leaves few confident pixels (pnp.below), and a pose when the flow fails.
     pnp: PnpConfig = field(default_factory=PnpConfig)
@@ -38,6 +44,7 @@ class FrontendConfig:
     proximity_thresh: float = 12.0  # extra edges inside the window between keyframes closer than this (grid px)
     iters: int = 2  # GN steps per new keyframe (per update with updates > 1)
     updates: int = 1  # correspondence updates per new keyframe, each followed by `iters` GN steps (droid: 4 x 2)
+    fixed_poses: int = 2  # oldest window poses held constant (see Frontend.fixed)
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
     keyframe_thresh: float = 6.0  # a keyframe closer than this (grid px) to its predecessor is removed

@@ -84,12 +84,18 @@ class Frontend:
         iters = self.config.warmup_iters if self.added <= self.config.warmup else self.config.iters
         # Learned correspondences update on every gather (one network step each); cached flow is fixed.
         for _ in range(max(1, self.config.updates)):
-            optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
+            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
         if self.refine:
             lo = self.window()[0]
             self.edges.refresh(self.store, [(i, k) for i in range(lo, k) if (int(self.store.uid[i]),
                                                                               int(self.store.uid[k])) in self.edges])
-            optimise(self.store, self.edges, self.window(), [0], iters, self.ba, self.intrinsics)
+            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
+
+    def fixed(self) -> list[int]:
+        """Positions in the window of the poses held constant: the oldest ``fixed_poses``, always leaving the
+        newest two free. Two fixed poses also fix the window's scale, which a monocular window otherwise lets
+        drift from one keyframe to the next."""
+        return list(range(max(1, min(self.config.fixed_poses, len(self.window()) - 2))))
 
     def redundant(self) -> int | None:
         """The second-newest keyframe when it is too close to the one before it (DROID's rule), else None."""

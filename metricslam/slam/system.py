@@ -15,7 +15,7 @@ import torch
 from metricslam.depth.priors import DepthPrior, make_prior
 from metricslam.device import resolve_device
 from metricslam.geometry import se3
-from metricslam.geometry.projective import reproject
+from metricslam.geometry.projective import pixel_grid, reproject
 from metricslam.io.frame import Frame
 from metricslam.slam.backend import Backend, proximity_pairs, segment_ids
 from metricslam.slam.ba import refine_pose
@@ -28,6 +28,7 @@ from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses
+from metricslam.slam.two_view import essential_pose, triangulate_invdepth
 from metricslam.slam.video import KeyframeStore
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,14 @@ class Slam:
             return
         self._failures = 0
         if mean_flow > self.config.tracking.filter_thresh:
+            if self._needs_bootstrap(k):
+                started = self._bootstrap(k, g, f.index)
+                if started is None and mean_flow < self.config.tracking.bootstrap_give_up * self.config.tracking.filter_thresh:
+                    # Too little parallax for a two-view start yet: wait for more motion.
+                    self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]),
+                                                    pose @ se3.inverse(self.store.poses[k]), True, tw.half(), ww.half()))
+                    return
+                pose = pose if started is None else started
             self._add_keyframe(f, g, pose)
         else:
             rel = pose @ se3.inverse(self.store.poses[k])
@@ -135,6 +144,52 @@ class Slam:
             else:
                 self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]), rel, True,
                                                 tw.half(), ww.half()))
+
+    def _needs_bootstrap(self, k: int) -> bool:
+        """Whether keyframe k is the only one of its segment and has no depth prior (monocular start)."""
+        return k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0
+
+    def _bootstrap(self, k: int, g: np.ndarray, index: int) -> torch.Tensor | None:
+        """Start a monocular segment: the frame's T_cw from the essential matrix of the flow from keyframe k, and
+        keyframe k's depth by triangulation (median depth 1), or None when the views have too little parallax."""
+        cfg = self.config
+        targets, weights = self._flow_targets(self.store.grey[k], g)
+        good = (weights[..., 0] > 0.5)
+        s = cfg.stride
+        src = (pixel_grid(self.store.h, self.store.w, self.device, torch.float64)[good] * s + (s - 1) / 2).cpu().numpy()
+        dst = (targets[good].to(torch.float64) * s + (s - 1) / 2).cpu().numpy()
+        camera = torch.tensor(self._camera.params, dtype=torch.float64)
+        found = essential_pose(src, dst, camera, threshold_px=1.0)
+        if found is None or found.parallax_deg < cfg.tracking.bootstrap_parallax:
+            return None
+        T_ji = torch.from_numpy(found.T_ji).to(self.store.poses)
+        invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
+        ok = good & (invdepth > 0) & (angle > np.radians(cfg.tracking.bootstrap_parallax) / 4)
+        if int(ok.sum()) < 50:
+            return None
+        scale = float(invdepth[ok].median())  # median depth 1 in the new segment's unit
+        invdepth = (invdepth / scale).to(self.store.invdepth.dtype)
+        self.store.invdepth[k] = torch.where(ok, invdepth, torch.ones_like(invdepth))
+        T_ji[:3, 3] = T_ji[:3, 3] * scale
+        self.events.append(f"frame {index}: monocular start from two views "
+                           f"({found.parallax_deg:.1f} deg parallax)")
+        log.info(self.events[-1])
+        return T_ji @ self.store.poses[k]
+
+    def _flow_targets(self, grey_i: np.ndarray, grey_j: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Graph-quality correspondences i -> j with no prediction: grid targets and weights (h, w, 2)."""
+        t_ij, w_ij, _, _ = self.corr.pair(grey_i, grey_j)
+        return torch.from_numpy(t_ij).to(self.device), torch.from_numpy(w_ij).to(self.device)
+
+    def _triangulated_depth(self, g: np.ndarray, pose_cw: torch.Tensor, fill: float) -> torch.Tensor:
+        """A new prior-less keyframe's inverse depth by triangulating its flow to the previous keyframe at the
+        tracked pose; ``fill`` where the rays are too close to parallel or the flow is not confident."""
+        k = len(self.store) - 1
+        targets, weights = self._flow_targets(g, self.store.grey[k])
+        T_ji = self.store.poses[k] @ se3.inverse(pose_cw)
+        invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
+        ok = (weights[..., 0] > 0.5) & (invdepth > 0) & (angle > np.radians(self.config.tracking.bootstrap_parallax) / 4)
+        return torch.where(ok, invdepth, torch.full_like(invdepth, fill)).to(self.store.invdepth.dtype)
 
     def _align_rgbd(self, f: Frame, k: int, rel: torch.Tensor) -> torch.Tensor | None:
         """The frame's pose relative to keyframe k (T_frame_kf) by direct RGB-D odometry from ``rel``, or None
@@ -255,6 +310,8 @@ class Slam:
         fill = float(self.store.invdepth[-1].median()) if len(self.store) else 1.0
         invdepth = torch.full((h, w), fill, dtype=torch.float32, device=self.device)
         prior_inv = prior_conf = prior_full = None
+        if prior is None and len(self.store) > self.frontend.segment_start and cfg.correspondence == "classical":
+            invdepth = self._triangulated_depth(g, pose_cw, fill)
         if prior is not None:
             depth, conf = prior
             inv_np, conf_np = prior_to_grid(depth, conf, cfg.stride, cfg.prior_grid_edge)

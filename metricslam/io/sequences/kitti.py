@@ -1,4 +1,4 @@
-"""KITTI odometry layout, given the sequence folder ``.../sequences/XX``:
+"""KITTI odometry layout, given the sequence folder ``.../sequences/XX`` (or a dataset folder holding one sequence):
 
     image_2/*.png (colour, default; image_0 grey when there is no image_2), calib.txt (P0..P3), times.txt,
     ground truth poses/XX.txt at <seq>/poses/XX.txt or <seq>/../../poses/XX.txt.
@@ -20,8 +20,22 @@ from metricslam.io.trajectory import read_trajectory
 FPS = 10.0
 
 
+def sequence_root(root: Path) -> Path:
+    """The sequence folder of ``root``: itself, or the one sequence under a dataset folder (``root/sequences/XX``)."""
+    sequences = root / "sequences"
+    if (root / "image_2").is_dir() or (root / "image_0").is_dir() or not sequences.is_dir():
+        return root
+    found = sorted(p for p in sequences.iterdir() if (p / "image_2").is_dir() or (p / "image_0").is_dir())
+    if len(found) > 1:
+        raise InputError(f"{root}: holds {len(found)} KITTI sequences ({', '.join(p.name for p in found)}); pass one "
+                         f"of them, e.g. {found[0]}")
+    return found[0] if found else root
+
+
 def image_folder(root: Path) -> tuple[Path, int] | None:
-    """(folder, camera index) of the frames: image_2 if present, else image_0."""
+    """(folder, camera index) of the frames: image_2 if present, else image_0 (``root`` may be a dataset folder
+    holding one sequence)."""
+    root = sequence_root(root)
     for camera in (2, 0):
         if (root / f"image_{camera}").is_dir():
             return root / f"image_{camera}", camera
@@ -44,6 +58,7 @@ def find_poses(root: Path) -> Path | None:
 
 
 def read_kitti(root: Path) -> SequenceData:
+    root = sequence_root(root)
     found = image_folder(root)
     if found is None:
         raise InputError(f"{root}: no image_2 or image_0 folder; pass the KITTI sequence folder (dataset/sequences/XX)")
