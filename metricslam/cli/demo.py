@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from metricslam.config import apply_overrides
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import format_summary, run_sequence
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
 
 # The targets for this setting (300 frames, simulated prior): checked here so the demo says how it did.
 TARGETS = {"ate_se3_rmse_m": 0.02, "abs_scale_error": 0.01}
@@ -20,9 +19,9 @@ TARGETS = {"ate_se3_rmse_m": 0.02, "abs_scale_error": 0.01}
 
 def run(args: argparse.Namespace) -> int:
     seq = SyntheticSequence("room", frames=args.frames, width=args.width, height=args.height, seed=args.seed)
-    cfg = SlamConfig()
-    cfg.prior.kind = "simulated"
-    cfg = apply_overrides(cfg, args.set)
+    choice = resolve_preset(args.preset, seq)
+    print(choice.describe())
+    cfg = preset_config(choice.name, ["prior.kind=simulated", *args.set])
     print(f"demo: {len(seq)} frames of a synthetic room at {args.width}x{args.height}, prior {cfg.prior.kind}")
     result = run_sequence(seq, args.out, cfg, progress=not args.quiet,
                           mapping=None if args.no_mesh else MappingConfig(), overwrite=args.overwrite)
@@ -47,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=512, metavar="PX", help="image width (default 512)")
     p.add_argument("--height", type=int, default=384, metavar="PX", help="image height (default 384)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="room and trajectory seed (default 0)")
+    p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
+                   help="SLAM settings for the kind of motion (default auto: chosen from the rendered motion)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="SLAM config overrides, e.g. --set frontend.window=12")
     p.add_argument("--no-mesh", action="store_true", help="skip TSDF fusion")

@@ -29,7 +29,7 @@ from metricslam.mapping.export import MappingConfig, load_mapping_config
 from metricslam.io.run_dir import RunDir
 from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
 from metricslam.slam.config import SlamConfig
-from metricslam.slam.presets import PRESETS, PresetChoice, choose_preset, preset_settings
+from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset
 
 NEEDS_SEQUENCE_DEPTH = ("sensor", "simulated")
 NO_PRIOR_NOTE = ("note: no depth prior chosen, running pure monocular (--prior none): the scale of the trajectory "
@@ -152,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
-    choice = (choose_preset(seq, detect_layout(args.source)) if args.preset == "auto"
-              else PresetChoice(args.preset, "", auto=False))
+    choice = resolve_preset(args.preset, seq, detect_layout(args.source))
     print(choice.describe(), file=sys.stderr)
     cfg = build_config(args, choice.name)
     if cfg.prior.kind == "none":

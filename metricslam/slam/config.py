@@ -32,6 +32,9 @@ class TrackingConfig:
     # ... unless the flow grows to this multiple of filter_thresh first (mostly rotating camera): then it starts
     # from a constant depth.
     bootstrap_give_up: float = 3.0
+    # New keyframes without a prior start from the depth triangulated against the previous keyframe (else from
+    # the previous keyframe's median inverse depth).
+    triangulate: bool = False
     # Sparse feature PnP against the keyframe's depth: a second start for the flow when the one from the
     # constant-velocity prediction leaves few confident pixels (pnp.below), and a pose when the flow fails.
     pnp: PnpConfig = field(default_factory=PnpConfig)
@@ -44,7 +47,7 @@ class FrontendConfig:
     proximity_thresh: float = 12.0  # extra edges inside the window between keyframes closer than this (grid px)
     iters: int = 2  # GN steps per new keyframe (per update with updates > 1)
     updates: int = 1  # correspondence updates per new keyframe, each followed by `iters` GN steps (droid: 4 x 2)
-    fixed_poses: int = 2  # oldest window poses held constant (see Frontend.fixed)
+    fixed_poses: int = 1  # oldest window poses held constant (see Frontend.fixed)
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
     keyframe_thresh: float = 6.0  # a keyframe closer than this (grid px) to its predecessor is removed

@@ -15,6 +15,9 @@ import numpy as np
 from metricslam.geometry.camera import Intrinsics
 
 
+_RATIO = 0.8  # best / second-best descriptor distance below which a match is kept
+
+
 @dataclass
 class PnpConfig:
     """Sparse pose initialiser used by tracking (pixels are processing-resolution pixels)."""
@@ -44,7 +47,7 @@ class PnpInitialiser:
         self.stride = stride
         self.K = camera.K.astype(np.float64)
         self._orb = cv2.ORB_create(config.features)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self._cache: dict[int, Features] = {}
 
     def features(self, grey: np.ndarray) -> Features:
@@ -66,7 +69,11 @@ class PnpInitialiser:
         cfg = self.config
         if kf.descriptors is None or frame.descriptors is None:
             return None
-        matches = self._matcher.match(kf.descriptors, frame.descriptors)
+        if len(kf.descriptors) < 2 or len(frame.descriptors) < 2:
+            return None
+        # Lowe's ratio test: a match clearly better than the second best (repeated texture fails it).
+        pairs = self._matcher.knnMatch(kf.descriptors, frame.descriptors, k=2)
+        matches = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
         if len(matches) < cfg.min_inliers:
             return None
         qi = np.array([m.queryIdx for m in matches])
@@ -82,8 +89,11 @@ class PnpInitialiser:
         src, dst, z = src[ok].astype(np.float64), dst[ok].astype(np.float64), 1.0 / inv[ok].astype(np.float64)
         fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
         pts3 = np.stack([(src[:, 0] - cx) / fx * z, (src[:, 1] - cy) / fy * z, z], axis=-1)
-        found, rvec, tvec, inliers = cv2.solvePnPRansac(pts3, dst, self.K, None, reprojectionError=cfg.reproj_px,
-                                                        iterationsCount=200, flags=cv2.SOLVEPNP_SQPNP)
+        try:
+            found, rvec, tvec, inliers = cv2.solvePnPRansac(pts3, dst, self.K, None, reprojectionError=cfg.reproj_px,
+                                                            iterationsCount=500, flags=cv2.SOLVEPNP_SQPNP)
+        except cv2.error:  # degenerate samples (e.g. points of a constant-depth keyframe) can trip SQPnP
+            return None
         if not found or inliers is None or len(inliers) < max(cfg.min_inliers, cfg.min_inlier_ratio * len(pts3)):
             return None
         idx = inliers[:, 0]

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 import yaml
 
+from metricslam.config import load_config
 from metricslam.errors import InputError
 from metricslam.io.sequences.base import Sequence
+from metricslam.slam.config import SlamConfig
 from metricslam.slam.two_view import essential_pose
 
 PRESETS = ("handheld", "driving")
@@ -76,6 +78,19 @@ def forward_motion(sequence: Sequence, max_seconds: float = 1.0) -> float | None
         if found is not None and found.parallax_deg > 0.2:
             forward.append(abs(float(found.T_ji[2, 3])))
     return float(np.median(forward)) if forward else None
+
+
+def resolve_preset(requested: str, sequence: Sequence, layout: str | None = None) -> PresetChoice:
+    """``requested`` ('auto' or a preset name) as a choice; 'auto' applies ``choose_preset``."""
+    if requested == "auto":
+        return choose_preset(sequence, layout)
+    preset_settings(requested)  # fails early on an unknown name
+    return PresetChoice(requested, "", auto=False)
+
+
+def preset_config(name: str, overrides: list[str] | None = None) -> SlamConfig:
+    """SlamConfig with preset ``name`` applied, then ``key=value`` overrides (the Python API's way to a preset)."""
+    return load_config(SlamConfig, None, overrides, base=preset_settings(name))
 
 
 def choose_preset(sequence: Sequence, layout: str | None = None) -> PresetChoice:

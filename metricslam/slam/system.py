@@ -160,7 +160,10 @@ class Slam:
         dst = (targets[good].to(torch.float64) * s + (s - 1) / 2).cpu().numpy()
         camera = torch.tensor(self._camera.params, dtype=torch.float64)
         found = essential_pose(src, dst, camera, threshold_px=1.0)
-        if found is None or found.parallax_deg < cfg.tracking.bootstrap_parallax:
+        log.debug("two-view start at frame %d: %s", index, found and (found.parallax_deg, found.homography_share))
+        # A homography that explains the flow as well as the essential matrix: a rotating camera (or a plane),
+        # whose translation and depth the two views do not determine.
+        if found is None or found.parallax_deg < cfg.tracking.bootstrap_parallax or found.homography_share >= 1.0:
             return None
         T_ji = torch.from_numpy(found.T_ji).to(self.store.poses)
         invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
@@ -310,7 +313,8 @@ class Slam:
         fill = float(self.store.invdepth[-1].median()) if len(self.store) else 1.0
         invdepth = torch.full((h, w), fill, dtype=torch.float32, device=self.device)
         prior_inv = prior_conf = prior_full = None
-        if prior is None and len(self.store) > self.frontend.segment_start and cfg.correspondence == "classical":
+        if (prior is None and cfg.tracking.triangulate and len(self.store) > self.frontend.segment_start
+                and cfg.correspondence == "classical"):
             invdepth = self._triangulated_depth(g, pose_cw, fill)
         if prior is not None:
             depth, conf = prior

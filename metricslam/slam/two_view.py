@@ -24,6 +24,9 @@ class TwoViewPose:
     T_ji: np.ndarray
     inliers: np.ndarray  # (N,) bool over the correspondences given
     parallax_deg: float  # median angle between the two rays of the inliers
+    # Correspondences a homography explains within the same threshold, per essential-matrix inlier: near 1 the
+    # views are related by a rotation (or see a plane) and the translation is not observable.
+    homography_share: float
 
 
 def _camera_matrix(intrinsics: torch.Tensor) -> np.ndarray:
@@ -39,9 +42,22 @@ def essential_pose(src: np.ndarray, dst: np.ndarray, intrinsics: torch.Tensor, t
         return None
     K = _camera_matrix(intrinsics)
     src64, dst64 = np.ascontiguousarray(src, np.float64), np.ascontiguousarray(dst, np.float64)
+    try:
+        return _essential_pose(src64, dst64, K, threshold_px, min_inliers)
+    except cv2.error:  # degenerate input (no motion, all points on a line) trips OpenCV's solvers
+        return None
+
+
+def _essential_pose(src64: np.ndarray, dst64: np.ndarray, K: np.ndarray, threshold_px: float, min_inliers: int
+                    ) -> TwoViewPose | None:
     E, mask = cv2.findEssentialMat(src64, dst64, K, cv2.RANSAC, 0.999, threshold_px)
     if E is None or E.shape != (3, 3) or mask is None or int(mask.sum()) < min_inliers:
         return None
+    # RANSAC accepts any model within the threshold; least median of squares over its inliers is precise.
+    keep = mask.ravel() > 0
+    refined, _ = cv2.findEssentialMat(src64[keep], dst64[keep], K, cv2.LMEDS, 0.999)
+    if refined is not None and refined.shape == (3, 3):
+        E = refined
     good, R, t, mask = cv2.recoverPose(E, src64, dst64, K, mask=mask.copy())
     inliers = mask.ravel() > 0
     if good < min_inliers:
@@ -51,7 +67,10 @@ def essential_pose(src: np.ndarray, dst: np.ndarray, intrinsics: torch.Tensor, t
     rays_i = np.linalg.solve(K, np.c_[src64[inliers], np.ones(int(inliers.sum()))].T)
     rays_j = R.T @ np.linalg.solve(K, np.c_[dst64[inliers], np.ones(int(inliers.sum()))].T)
     cos = (rays_i * rays_j).sum(0) / (np.linalg.norm(rays_i, axis=0) * np.linalg.norm(rays_j, axis=0))
-    return TwoViewPose(T, inliers, float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0))))))
+    _, h_mask = cv2.findHomography(src64, dst64, cv2.RANSAC, threshold_px)
+    h_inliers = 0 if h_mask is None else int(h_mask.sum())
+    return TwoViewPose(T, inliers, float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0))))),
+                       h_inliers / max(int(inliers.sum()), 1))
 
 
 def triangulate_invdepth(T_ji: torch.Tensor, targets: torch.Tensor, intrinsics: torch.Tensor
