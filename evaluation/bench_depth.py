@@ -1,9 +1,18 @@
-"""CPU time per image and peak memory of each Metric3D variant at the official and reduced input sizes.
+"""CPU time per image and peak memory of each Metric3D variant at the official and reduced input sizes, per
+forward backend.
 
     python evaluation/bench_depth.py [--variants vit_small convnext_tiny] [--scales 1 0.5 0.25] [--repeats 3]
+                                     [--backends torch:fp32 openvino:fp32 torch:bf16 openvino:bf16]
 
-Random weights (the numbers do not depend on them). Each (variant, size) runs in its own process so its peak
-resident memory is its own. Variants whose estimated footprint exceeds the available memory are skipped.
+Random weights (the numbers do not depend on them). Each (variant, size) runs in its own process, its backends
+taking turns within every repeat so that the machine's load changes hit them alike; peak MB is that process's
+(all its backends loaded). Variants whose estimated footprint exceeds the available memory are skipped.
+'s/image' is the fastest of the repeats (the least disturbed by other jobs); 'x torch' is that time over the plain torch float32 forward of the same variant and size in the same run; 'max rel'
+is the largest relative depth difference from that forward on the same seeded image and weights (bf16 differs by
+design; fp32 backends only by the order of operations). 'setup s' is the one-off cost before the first image
+(OpenVINO: converting the network, saved for later runs when the weights are a file).
+Reduced sizes trade accuracy for speed: the network sees a quarter (0.5) or a sixteenth (0.25) of the pixels, and
+the official sizes are what the published accuracy was measured at.
 Reference (upstream implementation, random weights, 2 CPU cores): ViT-S 616x1064 about 12.9 s,
 ConvNeXt-T 544x1216 about 3.8 s per image.
 """
@@ -12,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -46,8 +54,12 @@ def parameter_bytes(variant: str) -> int:
     return 4 * sum(p.numel() for p in model.parameters())
 
 
-def run_single(variant: str, size: tuple[int, int], repeats: int, threads: int | None) -> dict:
-    """Time ``repeats`` predictions (after one warm-up) on an image of exactly the input size."""
+def run_single(variant: str, size: tuple[int, int], repeats: int, threads: int | None,
+               backends: list[str]) -> list[dict]:
+    """Time ``repeats`` predictions per backend (after one warm-up each) on an image of exactly the input size.
+
+    The backends take turns within each repeat, so a change in the machine's load hits all of them alike; the
+    torch float32 forward is the reference for the time ratio and the depth difference."""
     import numpy as np
     import torch
 
@@ -56,20 +68,38 @@ def run_single(variant: str, size: tuple[int, int], repeats: int, threads: int |
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    predictor = Metric3DPredictor(variant, None, device="cpu", input_size=size, allow_random=True)
-    h, w = predictor.input_size
+    specs = list(dict.fromkeys(["torch:fp32", *backends]))
+    predictors, depths, setup = {}, {}, {}
+    for spec in specs:
+        backend, precision = spec.split(":")
+        torch.manual_seed(0)  # the same random weights for every backend
+        predictors[spec] = Metric3DPredictor(variant, None, device="cpu", input_size=size, allow_random=True,
+                                             backend=backend, precision=precision)
+    h, w = predictors["torch:fp32"].input_size
     rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
     K = Intrinsics(1.2 * w, 1.2 * w, w / 2, h / 2, w, h)
-    predictor.predict(rgb, K)
-    times = []
-    for _ in range(repeats):
+    for spec, predictor in predictors.items():
         start = time.perf_counter()
-        predictor.predict(rgb, K)
-        times.append(time.perf_counter() - start)
+        depths[spec] = predictor.predict(rgb, K).depth
+        setup[spec] = time.perf_counter() - start
+    times: dict[str, list[float]] = {spec: [] for spec in specs}
+    for _ in range(repeats):
+        for spec, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.predict(rgb, K)
+            times[spec].append(time.perf_counter() - start)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"variant": variant, "input": [h, w], "seconds": statistics.median(times), "all_seconds": times,
-            "peak_mb": peak_mb, "threads": torch.get_num_threads()}
+    ref = depths["torch:fp32"]
+    reference_seconds = min(times["torch:fp32"])
+    rows = []
+    for spec in specs:
+        seconds = min(times[spec])  # the least disturbed repeat: on a shared machine the others add its load
+        rows.append({"variant": variant, "input": [h, w], "backend": spec, "seconds": seconds,
+                     "all_seconds": times[spec], "vs_torch": seconds / reference_seconds,
+                     "max_rel": float(np.max(np.abs(depths[spec] - ref) / np.maximum(ref, 1e-6))),
+                     "setup_seconds": max(setup[spec] - seconds, 0.0), "peak_mb": peak_mb,
+                     "threads": torch.get_num_threads()})
+    return rows
 
 
 def benchmark(args: argparse.Namespace) -> list[dict]:
@@ -87,15 +117,17 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
         sizes = dict.fromkeys(valid_input_size(variant, (official[0] * s, official[1] * s)) for s in args.scales)
         for size in sizes:
             cmd = [sys.executable, __file__, "--single", variant, str(size[0]), str(size[1]),
-                   "--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else [])
-            done = subprocess.run(cmd, capture_output=True, text=True)
+                   "--repeats", str(args.repeats), "--backends", *args.backends]
+            done = subprocess.run(cmd + (["--threads", str(args.threads)] if args.threads else []),
+                                  capture_output=True, text=True)
             if done.returncode != 0:
-                rows.append({"variant": variant, "input": list(size), "skipped": done.stderr.strip().splitlines()[-1]})
+                lines = done.stderr.strip().splitlines() or ["failed without a message"]
+                rows.append({"variant": variant, "input": list(size), "skipped": lines[-1]})
                 continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            row["upstream_seconds"] = UPSTREAM_SECONDS.get((variant, tuple(row["input"])))
-            rows.append(row)
-            print(format_row(row), flush=True)
+            for row in json.loads(done.stdout.strip().splitlines()[-1]):
+                row["upstream_seconds"] = UPSTREAM_SECONDS.get((variant, tuple(row["input"])))
+                rows.append(row)
+                print(format_row(row), flush=True)
     return rows
 
 
@@ -103,8 +135,10 @@ def format_row(row: dict) -> str:
     if "skipped" in row:
         return f"{row['variant']:15s} {'x'.join(map(str, row.get('input', []))) or '-':>10s}  skipped: {row['skipped']}"
     ref = f"{row['upstream_seconds']:.1f}" if row.get("upstream_seconds") else "-"
-    return (f"{row['variant']:15s} {row['input'][0]:>4d}x{row['input'][1]:<5d} {row['seconds']:9.3f} "
-            f"{row['peak_mb']:9.0f} {ref:>9s}")
+    ratio = f"{row['vs_torch']:.2f}" if row.get("vs_torch") is not None else "-"
+    rel = f"{row['max_rel']:.1e}" if row.get("max_rel") is not None else "-"
+    return (f"{row['variant']:15s} {row['input'][0]:>4d}x{row['input'][1]:<5d} {row['backend']:14s} "
+            f"{row['seconds']:9.3f} {ratio:>8s} {rel:>8s} {row['setup_seconds']:8.1f} {row['peak_mb']:9.0f} {ref:>9s}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,14 +148,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="input sizes as fractions of the official one (rounded to valid multiples)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--backends", nargs="+", default=["torch:fp32", "openvino:fp32"], metavar="BACKEND:PRECISION",
+                   help="forward backends to time (torch or openvino, fp32 or bf16); torch:fp32 always runs")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--single", nargs=3, metavar=("VARIANT", "H", "W"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:
         variant, h, w = args.single
-        print(json.dumps(run_single(variant, (int(h), int(w)), args.repeats, args.threads)))
+        print(json.dumps(run_single(variant, (int(h), int(w)), args.repeats, args.threads, args.backends)))
         return 0
-    print(f"{'variant':15s} {'input':>10s} {'s/image':>9s} {'peak MB':>9s} {'upstream':>9s}")
+    print(f"{'variant':15s} {'input':>10s} {'backend':14s} {'s/image':>9s} {'x torch':>8s} {'max rel':>8s} "
+          f"{'setup s':>8s} {'peak MB':>9s} {'upstream':>9s}")
     rows = benchmark(args)
     for row in rows:
         if "skipped" in row:

@@ -9,21 +9,24 @@ at 512x384 (configs/slam/synthetic.yaml); ``--max-frames`` shortens both. Each r
 prior built from ``PriorConfig`` like the CLI does. Reported per run:
 
 - fps: input frames / wall seconds of tracking + finish (reading, network, SLAM)
-- calls: forward passes of the network; ms/call: their mean wall time; net share: network seconds / run seconds
-  (above 100 % would mean the network ran beside tracking for longer than the run: it cannot)
+- calls: forward passes of the network; transfers: keyframes given a prior transferred from another keyframe
+  (PriorConfig.schedule); ms/call: mean wall time of a forward; net share: network seconds / run seconds (with the
+  background worker the network runs beside tracking, so this is the share of the run it was busy)
 - peak MB: the largest resident set of the run's own process (each run has its own process)
 - keyframes and ATE SE3 (meaningless with random weights, printed only to show the run did real work)
 
 The checkpoints are random weights saved under the official file names in a temporary folder: the time of a
 forward pass does not depend on the weights' values, so the speed is that of the released networks. The number of
 keyframes can differ from a run with the real weights (the tracking sees other depths), and the accuracy columns
-mean nothing here. Reference row (room only, unless --no-reference): the same run with simulated priors computed
+mean nothing here. Before the rows, each variant's prior is built and run once (for the OpenVINO backend this
+converts the network and saves it, as a user's first run does; its time is printed, not counted). Reference row (room only, unless --no-reference): the same run with simulated priors computed
 before the clock starts (evaluation/bench_slam.py's setting), the speed the network-in-the-loop run is held to.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -105,6 +108,7 @@ def run_single(scene: str, variant: str, frames: int, weights: str, overrides: l
     metrics = evaluate_trajectory(seq.gt_trajectory(), rec.trajectory())
     return {"scene": scene, "variant": variant, "frames": rec.num_frames, "keyframes": rec.num_keyframes,
             "seconds": seconds, "fps": rec.num_frames / seconds, "calls": clock.calls,
+            "transfers": getattr(getattr(slam, "priors", None), "transfers", None),
             "ms_call": 1e3 * clock.seconds / max(clock.calls, 1), "net_share": clock.seconds / seconds,
             "peak_mb": rss.peak / 2**20, "ate_se3_m": metrics["ate_se3_rmse_m"], "threads": torch.get_num_threads()}
 
@@ -122,12 +126,34 @@ def run_reference(frames: int, overrides: list[str], threads: int | None) -> dic
     cfg = load_config(SlamConfig, CONFIGS / SCENES["room"][1], ["prior.kind=simulated", *overrides])
     row = measure("room", frames, ROOM_SIZE[0], ROOM_SIZE[1], cfg)
     return {"scene": "room", "variant": "precomputed simulated", "frames": row.frames, "keyframes": row.keyframes,
-            "seconds": row.frames / row.fps, "fps": row.fps, "calls": 0, "ms_call": None, "net_share": 0.0,
+            "seconds": row.frames / row.fps, "fps": row.fps, "calls": 0, "transfers": None, "ms_call": None, "net_share": 0.0,
             "peak_mb": None, "ate_se3_m": row.ate_se3_m, "threads": torch.get_num_threads()}
 
 
-def in_subprocess(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def warm_up(variant: str, weights: str, overrides: list[str]) -> dict:
+    """Build the prior as the runs do and predict once: converts the network for the exported backend (saved
+    under $METRICSLAM_CACHE, so the runs load it like a user's second run would)."""
+    import numpy as np
+
+    from metricslam.config import load_config
+    from metricslam.depth.priors import make_prior
+    from metricslam.geometry.camera import Intrinsics
+    from metricslam.io.frame import Frame
+    from metricslam.slam.config import SlamConfig
+
+    cfg = load_config(SlamConfig, CONFIGS / SCENES["room"][1],
+                      ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}", *overrides])
+    start = time.perf_counter()
+    prior = make_prior(cfg.prior)
+    w, h = ROOM_SIZE
+    prior(Frame(0, 0.0, np.zeros((h, w, 3), np.uint8), Intrinsics(w, w, w / 2, h / 2, w, h)))
+    p = prior.predictor
+    return {"variant": variant, "backend": f"{p.backend}:{p.precision}", "seconds": time.perf_counter() - start}
+
+
+def in_subprocess(args: list[str], cache: str) -> dict:
+    env = {**os.environ, "METRICSLAM_CACHE": cache}  # exported networks of random weights stay in the temp folder
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["failed without a message"]
         return {"error": lines[-1]}
@@ -140,12 +166,12 @@ def format_row(row: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     return (f"| {row['scene']} | {row['variant']} | {row['frames']} | {row['keyframes']} | {num('fps', '.2f')} "
-            f"| {row['calls']} | {num('ms_call', '.0f')} | {100 * row['net_share']:.0f} % | {num('peak_mb', '.0f')} "
+            f"| {row['calls']} | {num('transfers', 'd')} | {num('ms_call', '.0f')} | {100 * row['net_share']:.0f} % | {num('peak_mb', '.0f')} "
             f"| {num('ate_se3_m', '.3f')} |")
 
 
-HEADER = ("| scene | prior network | frames | keyframes | fps | calls | ms/call | net share | peak MB | ATE SE3 m |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| scene | prior network | frames | keyframes | fps | calls | transfers | ms/call | net share | peak MB "
+          "| ATE SE3 m |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="SLAM config overrides for every run, e.g. prior.input_size=[308,532]")
     p.add_argument("--no-reference", action="store_true", help="skip the precomputed-prior room row")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--work", default=None, metavar="DIR",
+                   help="keep the random checkpoints and exported networks here for later runs (default: a "
+                        "temporary folder)")
     p.add_argument("--single", nargs=4, metavar=("SCENE", "VARIANT", "FRAMES", "WEIGHTS"), help=argparse.SUPPRESS)
     p.add_argument("--reference", type=int, metavar="FRAMES", help=argparse.SUPPRESS)
+    p.add_argument("--warm-up", nargs=2, metavar=("VARIANT", "WEIGHTS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:
         scene, variant, frames, weights = args.single
@@ -168,27 +198,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         print(json.dumps(run_reference(args.reference, args.set, args.threads)))
         return 0
+    if args.warm_up:
+        print(json.dumps(warm_up(*args.warm_up, args.set)))
+        return 0
     if "hololens" in args.scenes and not HOLOLENS.is_dir():
         print(f"{HOLOLENS} not found: hololens rows skipped", file=sys.stderr)
         args.scenes = [s for s in args.scenes if s != "hololens"]
     common = (["--threads", str(args.threads)] if args.threads else []) + (["--set", *args.set] if args.set else [])
     print("Checkpoints: random weights under the official file names (a forward pass takes as long whatever the "
           "weights' values; keyframe counts and ATE are not those of the real weights).\n", flush=True)
-    print(HEADER, flush=True)
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.work or temporary
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for variant in args.variants:
+            ready = in_subprocess(["--warm-up", variant, str(random_checkpoint(variant, Path(folder))), *common],
+                                  folder)
+            print(f"{variant}: {ready.get('backend', ready.get('error'))}, set-up before the first image "
+                  f"(network export on a first run) {ready.get('seconds', float('nan')):.1f} s, not in the rows")
+        print("\n" + HEADER, flush=True)
         for scene in args.scenes:
             frames = min(SCENES[scene][0], args.max_frames or SCENES[scene][0])
             for variant in args.variants:
                 weights = random_checkpoint(variant, Path(folder))
-                row = in_subprocess(["--single", scene, variant, str(frames), str(weights), *common])
+                row = in_subprocess(["--single", scene, variant, str(frames), str(weights), *common], folder)
                 row.setdefault("scene", scene)
                 row.setdefault("variant", variant)
                 rows.append(row)
                 print(f"| {scene} | {variant} | failed: {row['error']} |" if "error" in row else format_row(row),
                       flush=True)
             if scene == "room" and not args.no_reference:
-                row = in_subprocess(["--reference", str(frames), *common])
+                row = in_subprocess(["--reference", str(frames), *common], folder)
                 rows.append(row)
                 print(f"| room | reference | failed: {row['error']} |" if "error" in row else format_row(row),
                       flush=True)

@@ -1,7 +1,8 @@
 """The Metric3D network as a SLAM depth prior, with predictions cached on disk so reruns skip the network.
 
-The cache key hashes the image bytes, the variant, the weights' identity, the network input size and the focal
-length used, so a changed input, checkpoint or camera never reuses a stale prediction.
+The cache key hashes the image bytes, the variant, the weights' identity, the network input size, the backend and
+precision, and the focal length used, so a changed input, checkpoint, setting or camera never reuses a stale
+prediction.
 """
 from __future__ import annotations
 
@@ -46,10 +47,13 @@ class Metric3DPrior:
         device: str | None = None,
         input_size: Sequence[int] | None = None,
         cache_dir: str | os.PathLike | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
     ) -> "Metric3DPrior":
         """Build the predictor from a checkpoint (path or registry name); the variant is inferred from the
         official file name, or read from a `metricslam train` checkpoint, when not given."""
-        predictor = load_predictor(weights, variant, device=device, input_size=input_size)
+        predictor = load_predictor(weights, variant, device=device, input_size=input_size, backend=backend,
+                                   precision=precision)
         return cls(predictor, cache_dir)
 
     def cache_key(self, frame: Frame) -> str | None:
@@ -61,7 +65,7 @@ class Metric3DPrior:
         digest.update(repr((rgb.shape, str(rgb.dtype))).encode())
         digest.update(rgb.tobytes())
         focal = focal_length(frame.intrinsics, p.focal_mode)
-        digest.update(repr((p.variant, p.weights_id, tuple(p.input_size), p.focal_mode, round(focal, 6))).encode())
+        digest.update(repr((p.output_id, round(focal, 6))).encode())
         return digest.hexdigest()
 
     def predict(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +90,11 @@ class Metric3DPrior:
 
 
 def make_metric3d_prior(config) -> Metric3DPrior:
-    """The prior for ``--prior metric3d`` from a PriorConfig (weights, variant, input_size, cache_dir, device)."""
+    """The prior for ``--prior metric3d`` from a PriorConfig (weights, variant, input_size, cache_dir, device,
+    backend, precision)."""
     if not config.weights:
         raise MetricSlamError(
             "--prior metric3d needs a checkpoint: pass --weights PATH (or a name from `metricslam weights list`)"
         )
-    return Metric3DPrior.from_args(
-        config.weights, config.variant, config.device, config.input_size, config.cache_dir
-    )
+    return Metric3DPrior.from_args(config.weights, config.variant, config.device, config.input_size,
+                                   config.cache_dir, config.backend, config.precision)

@@ -34,11 +34,30 @@ class PriorConfig:
     input_size: tuple[int, int] | None = None  # for kind=metric3d: network input (H, W); None = official size
     cache_dir: str | None = None  # for kind=metric3d: where predictions are cached for reruns
     device: str | None = None  # for kind=metric3d: None = CUDA if available else CPU
+    # for kind=metric3d: the forward pass. auto = OpenVINO on a CPU when installed (about 5x torch's speed there,
+    # same float32 outputs; metricslam.depth.openvino_backend), else torch. precision bf16: about 2x faster on
+    # CPUs with bfloat16 units, depths a few per cent different from fp32.
+    backend: str = "auto"  # auto | torch | openvino
+    precision: str = "fp32"  # fp32 | bf16
     # Per-pixel trust in the BA, as a factor on BAOptions.alpha (DROID's RGB-D weight). None = the prior's own:
     # 1 for sensor depth, 0.02 for network predictions (simulated, metric3d, folder), whose errors are spatially
     # correlated (smooth distortions, a per-frame scale): at full weight they shrank the synthetic room's
     # trajectory by ~20 %; at 0.02 the flow sets the shape and the priors only the scale (+0.3 %).
     weight: float | None = None
+    # Which keyframes run the prior (metricslam.slam.prior_schedule): 'every' keyframe, or 'coverage': only where
+    # no recent prior keyframe's prior, reprojected with the current poses, covers min_coverage of the view (and at
+    # least every max_gap keyframes); the others receive that prior transferred by reprojection. 'auto' =
+    # coverage for metric3d (a network forward costs seconds on a CPU), every for the others.
+    schedule: str = "auto"  # auto | every | coverage
+    min_coverage: float = 0.7  # fraction of the new keyframe's BA grid a recent prior keyframe must cover
+    max_gap: int = 8  # keyframes at most between two runs of the prior
+    candidates: int = 4  # recent prior keyframes considered as transfer sources
+    transfer: bool = True  # False: keyframes between prior keyframes get no prior at all
+    transfer_weight: float = 0.5  # confidence factor of a transferred prior (it also carries the pose errors)
+    # Keyframes after which a prior predicted by the background worker enters the BA (the tracker waits only if it
+    # is not ready by then; a fixed point keeps runs deterministic). 0 = predict in line, no worker. None = auto:
+    # 2 for metric3d, 0 for the others.
+    lag: int | None = None
 
 
 class DepthPrior(Protocol):

@@ -26,6 +26,7 @@ from metricslam.slam.frontend import Frontend
 from metricslam.slam.graph import EdgeCache, initial_flows
 from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
+from metricslam.slam.prior_schedule import ScheduledPriors
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.two_view import essential_pose, triangulate_invdepth
@@ -68,6 +69,8 @@ class Slam:
         self.grid_intrinsics = torch.tensor(self.grid_camera.params, dtype=torch.float64, device=self.device)
         grid_hw = (self._camera.height // cfg.stride, self._camera.width // cfg.stride)
         self.store = KeyframeStore(grid_hw, self.device)
+        self.priors = ScheduledPriors(self.prior, cfg.prior, self.store, self._camera, self.grid_intrinsics,
+                                      cfg.stride, cfg.prior_grid_edge)
         if cfg.correspondence == "droid":
             # Imported here: only this mode needs the network.
             from metricslam.slam.correspondence.droid.edges import DroidEdges
@@ -308,7 +311,7 @@ class Slam:
 
     def _add_keyframe(self, f: Frame, g: np.ndarray, pose_cw: torch.Tensor) -> None:
         cfg = self.config
-        prior = self.prior(f)
+        prior = self.priors(f, pose_cw, first=len(self.store) == self.frontend.segment_start)
         h, w = self.store.h, self.store.w
         fill = float(self.store.invdepth[-1].median()) if len(self.store) else 1.0
         invdepth = torch.full((h, w), fill, dtype=torch.float32, device=self.device)
@@ -370,6 +373,7 @@ class Slam:
 
             raise InputError("no frames were tracked; check that the sequence holds images")
         cfg = self.config
+        self.priors.finish()
         if cfg.backend.enabled and len(self.store) > 1:
             self.backend.run(self.segment_starts, cfg.backend.final_iters)
         self._refine_rgbd(progress)
