@@ -179,8 +179,10 @@ def test_bad_schedule_settings_are_refused():
         resolve_schedule(PriorConfig(schedule="sometimes"), "metric3d")
     with pytest.raises(MetricSlamError, match="lag"):
         resolve_schedule(PriorConfig(lag=-1), "metric3d")
-    assert resolve_schedule(PriorConfig(), "metric3d") == ("coverage", 2)
-    assert resolve_schedule(PriorConfig(), "simulated") == ("every", 0)
+    assert resolve_schedule(PriorConfig(), "metric3d", torch.device("cuda")) == ("coverage", 2)
+    assert resolve_schedule(PriorConfig(), "metric3d", torch.device("cpu")) == ("coverage", 0)
+    assert resolve_schedule(PriorConfig(lag=3), "metric3d", torch.device("cpu")) == ("coverage", 3)
+    assert resolve_schedule(PriorConfig(), "simulated", torch.device("cuda")) == ("every", 0)
 
 
 class SlowSimulatedPrior(SimulatedPrior):

@@ -56,7 +56,8 @@ class PriorConfig:
     transfer_weight: float = 0.5  # confidence factor of a transferred prior (it also carries the pose errors)
     # Keyframes after which a prior predicted by the background worker enters the BA (the tracker waits only if it
     # is not ready by then; a fixed point keeps runs deterministic). 0 = predict in line, no worker. None = auto:
-    # 2 for metric3d, 0 for the others.
+    # 2 for metric3d on an accelerator (the forward overlaps tracking), else 0 (on a CPU the forward already uses
+    # every core, and late priors cost accuracy: metricslam.slam.prior_schedule.resolve_schedule).
     lag: int | None = None
 
 
