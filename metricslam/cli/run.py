@@ -92,9 +92,10 @@ def _prior_in_config(args: argparse.Namespace) -> bool:
     return isinstance(data.get("prior"), dict) and "kind" in data["prior"]
 
 
-def build_config(args: argparse.Namespace, preset: str | None = None) -> SlamConfig:
-    """Defaults, then the preset, then --config, then --set, then the flags; the prior is 'none' unless chosen."""
-    cfg = load_config(SlamConfig, args.config, args.set, base=preset_settings(preset) if preset else None)
+def build_config(args: argparse.Namespace, preset: str | None = None, monocular: bool = False) -> SlamConfig:
+    """Defaults, then the preset (its monocular part with ``monocular``), then --config, then --set, then the
+    flags; the prior is 'none' unless chosen."""
+    cfg = load_config(SlamConfig, args.config, args.set, base=preset_settings(preset, monocular) if preset else None)
     if args.prior is not None:
         cfg.prior.kind = args.prior
     elif not _prior_in_config(args):
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     seq = open_source(args, cfg)
     choice = resolve_preset(args.preset, seq, detect_layout(args.source))
     print(choice.describe(), file=sys.stderr)
-    cfg = build_config(args, choice.name)
+    cfg = build_config(args, choice.name, monocular=cfg.prior.kind == "none")
     if cfg.prior.kind == "none":
         print(NO_PRIOR_NOTE, file=sys.stderr)
     result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping)

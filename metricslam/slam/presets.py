@@ -1,7 +1,8 @@
 """Presets: SlamConfig settings for a kind of camera motion, chosen from the source when the user names none.
 
 A preset is a YAML file in metricslam/assets/presets listing only the keys it changes from SlamConfig's
-defaults. ``choose_preset`` picks one by a rule: the dataset layout when it says what the camera is (KITTI is a
+defaults; its optional ``monocular`` section applies on top when there is no depth prior (prior 'none'), where
+the keyframe spacing must give triangulation its parallax. ``choose_preset`` picks one by a rule: the dataset layout when it says what the camera is (KITTI is a
 car; TUM RGB-D and EuRoC are hand-held or flying cameras), otherwise the motion measured over the first second:
 a camera translating along its optical axis with little rotation is driving, anything else hand-held.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from metricslam.config import load_config
+from metricslam.config import deep_merge, load_config
 from metricslam.errors import InputError
 from metricslam.io.sequences.base import Sequence
 from metricslam.slam.config import SlamConfig
@@ -41,12 +42,15 @@ class PresetChoice:
         return f"preset: {self.name} ({how})"
 
 
-def preset_settings(name: str) -> dict:
-    """The keys preset ``name`` sets, as a nested dict (config overrides)."""
+def preset_settings(name: str, monocular: bool = False) -> dict:
+    """The keys preset ``name`` sets, as a nested dict (config overrides); with ``monocular``, its monocular
+    section merged on top."""
     if name not in PRESETS:
         raise InputError(f"unknown preset '{name}'; use one of {', '.join(PRESETS)} (or auto)")
     text = (resources.files("metricslam.assets") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    settings = yaml.safe_load(text) or {}
+    mono = settings.pop("monocular", None) or {}
+    return deep_merge(settings, mono) if monocular else settings
 
 
 def forward_motion(sequence: Sequence, max_seconds: float = 1.0) -> float | None:
@@ -89,8 +93,10 @@ def resolve_preset(requested: str, sequence: Sequence, layout: str | None = None
 
 
 def preset_config(name: str, overrides: list[str] | None = None) -> SlamConfig:
-    """SlamConfig with preset ``name`` applied, then ``key=value`` overrides (the Python API's way to a preset)."""
-    return load_config(SlamConfig, None, overrides, base=preset_settings(name))
+    """SlamConfig with preset ``name`` applied, then ``key=value`` overrides (the Python API's way to a preset);
+    the preset's monocular section applies when the result has no depth prior."""
+    monocular = load_config(SlamConfig, None, overrides).prior.kind == "none"
+    return load_config(SlamConfig, None, overrides, base=preset_settings(name, monocular))
 
 
 def choose_preset(sequence: Sequence, layout: str | None = None) -> PresetChoice:

@@ -263,16 +263,56 @@ class Slam:
         return se3.orthonormalise(poses[1] @ se3.inverse(poses[0]) @ poses[1])
 
     def _relocalise(self, g: np.ndarray, feats: Features | None) -> torch.Tensor | None:
-        """T_cw from feature matches to the newest keyframes of the current segment (newest first), or None."""
+        """T_cw from feature matches to the newest keyframes of the current segment (newest first), or None.
+
+        A pose enters the map only when it is plausible and, where a second keyframe also gives a pose, the two
+        agree: a single PnP solution can fit a wrong set of matches (repeated texture)."""
         if self.pnp is None:
             return None
         feats = feats if feats is not None else self.pnp.features(g)
         last = len(self.store) - 1
-        for k in range(last, max(self.frontend.segment_start, last + 1 - self.config.tracking.pnp.relocalise) - 1, -1):
-            pose = self._pnp_pose(k, feats)
-            if pose is not None:
+        first = max(self.frontend.segment_start, last + 1 - self.config.tracking.pnp.relocalise)
+        found = [(k, pose) for k in range(last, first - 1, -1)
+                 if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
+        if len(found) == 1 and last > first:
+            return None  # nothing to check it against
+        for a, (k, pose) in enumerate(found):
+            if len(found) == 1 or any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
                 return pose
         return None
+
+    def _join_segment(self) -> None:
+        """After a re-initialisation with metric depth: once the newest keyframe is placed by feature matches in
+        the previous segment (two of its keyframes agreeing), move the current segment rigidly onto it and merge
+        the two, with a graph edge across the seam. Monocular segments differ in scale and stay apart."""
+        if self.pnp is None or len(self.segment_starts) < 2 or float(self.store.prior_conf[-1].max()) <= 0:
+            return
+        start, before = self.segment_starts[-1], self.segment_starts[-2]
+        k = len(self.store) - 1
+        feats = self.pnp.keyframe_features(int(self.store.uid[k]), self.store.grey[k])
+        candidates = range(start - 1, max(before, start - 1 - 2 * self.config.tracking.pnp.relocalise), -1)
+        found = [(c, pose) for c in candidates if (pose := self._pnp_pose(c, feats)) is not None]
+        for a, (c, pose) in enumerate(found):
+            if any(self._agree(pose, other, c) for _, other in found[a + 1 :]):
+                break
+        else:
+            return
+        # T_cw' = T_cw @ D for every keyframe of the segment: D moves the world of the segment onto the map's.
+        shift = se3.inverse(self.store.poses[k]) @ pose
+        self.store.poses[start:] = self.store.poses[start:] @ shift
+        self.segment_starts.remove(start)
+        self.frontend.segment_start = self.segment_starts[-1]
+        self.edges.add(self.store, [(c, k)])
+        self.events.append(f"frame {int(self.store.frame_index[k])}: segment from keyframe {start} joined to the map "
+                           f"at keyframe {c}")
+        log.warning(self.events[-1])
+
+    def _agree(self, a_cw: torch.Tensor, b_cw: torch.Tensor, k: int) -> bool:
+        """Two pose estimates of one frame agree: within 2 degrees and 5 % of keyframe k's median depth."""
+        diff = a_cw @ se3.inverse(b_cw)
+        angle = float(se3.so3_log(diff[:3, :3]).norm())
+        median_depth = 1.0 / float(self.store.invdepth[k].median().clamp_min(1e-6))
+        return angle < np.radians(2.0) and float(diff[:3, 3].norm()) < 0.05 * median_depth
 
     def _on_failure(self, f: Frame, g: np.ndarray, prev: FrameRecord, confident: float, feats: Features | None,
                     measured: torch.Tensor | None) -> None:
@@ -281,7 +321,7 @@ class Slam:
         if self._failures == 1:
             log.warning(msg)
             self.events.append(msg)
-        if measured is not None and float(g.std()) > _MIN_TEXTURE_STD:
+        if measured is not None and float(g.std()) > _MIN_TEXTURE_STD and self._plausible(measured, len(self.store) - 1):
             # The flow failed but sparse matches place the frame: a keyframe there keeps the map connected (its
             # edges start from that pose) where waiting would leave the last keyframe out of reach.
             self.events.append(f"frame {f.index}: placed by feature matches; new keyframe in the same segment")
@@ -343,6 +383,7 @@ class Slam:
             if self.pnp is not None:
                 self.pnp.forget(int(self.store.uid[redundant]))
             self.frontend.remove(redundant)
+        self._join_segment()
         self._since_backend += 1
         if cfg.backend.enabled and self._since_backend >= cfg.backend.every:
             self.backend.run(self.segment_starts, cfg.backend.iters, window=100, loops_only_after=cfg.frontend.window)
