@@ -1,0 +1,55 @@
+"""Tracking loss on a synthetic clip: a jump in the video (dropped frames) and a stretch of black frames must
+not corrupt the map built before them, and tracking must come back."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from metricslam.io.synthetic import SyntheticSequence
+from metricslam.io.trajectory import Trajectory
+from metricslam.metrics.trajectory import evaluate_trajectory
+from metricslam.slam.presets import preset_config
+from metricslam.slam.system import Slam
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FRAMES, LOSS_AT = 120, 50
+
+
+@pytest.fixture(scope="module")
+def room():
+    seq = SyntheticSequence("room", frames=FRAMES, width=256, height=192, seed=0)
+    return [seq[i] for i in range(FRAMES)], seq.gt_trajectory()
+
+
+def _run(frames, gt: Trajectory) -> tuple[Slam, float, float]:
+    """The SLAM run, its ATE over all frames and over the keyframes made before the loss (metres)."""
+    slam = Slam(preset_config("handheld", ["prior.kind=simulated"]))
+    for f in frames:
+        slam.track(f)
+    rec = slam.finish()
+    ate = evaluate_trajectory(Trajectory(gt.poses[rec.frame_indices], gt.timestamps[rec.frame_indices]),
+                              Trajectory(rec.poses_wc, rec.timestamps))["ate_se3_rmse_m"]
+    before = rec.kf_frame_indices < LOSS_AT
+    kf = rec.kf_frame_indices[before]
+    ate_before = evaluate_trajectory(Trajectory(gt.poses[kf], gt.timestamps[kf]),
+                                     Trajectory(rec.kf_poses_wc[before], rec.kf_timestamps[before]))["ate_se3_rmse_m"]
+    return slam, ate, ate_before
+
+
+def test_jump_over_dropped_frames_is_tracked(room):
+    frames, gt = room
+    # 12 frames (0.4 s) missing: the constant-velocity start is far off, feature matches give the new pose.
+    slam, ate, ate_before = _run([f for f in frames if not LOSS_AT <= f.index < LOSS_AT + 12], gt)
+    assert len(slam.segment_starts) == 1
+    assert ate < 0.08 and ate_before < 0.03
+
+
+def test_black_frames_lose_tracking_and_it_comes_back(room):
+    frames, gt = room
+    dark = [replace(f, rgb=np.zeros_like(f.rgb)) if LOSS_AT <= f.index < LOSS_AT + 8 else f for f in frames]
+    slam, ate, ate_before = _run(dark, gt)
+    assert any("tracking lost" in e for e in slam.events)
+    assert ate < 0.08 and ate_before < 0.03
