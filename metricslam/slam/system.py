@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,10 +16,11 @@ import torch
 from metricslam.depth.priors import DepthPrior, make_prior
 from metricslam.device import resolve_device
 from metricslam.geometry import se3
+from metricslam.geometry.camera import Intrinsics
 from metricslam.geometry.projective import pixel_grid, reproject
 from metricslam.io.frame import Frame
-from metricslam.slam.backend import Backend, proximity_pairs, segment_ids
 from metricslam.slam.ba import refine_pose
+from metricslam.slam.backend import Backend, proximity_pairs, segment_ids
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
@@ -32,6 +34,10 @@ from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs
 from metricslam.slam.two_view import essential_pose, triangulate_invdepth
 from metricslam.slam.video import KeyframeStore
 
+if TYPE_CHECKING:
+    from metricslam.slam.correspondence.droid.edges import DroidEdges
+    from metricslam.slam.correspondence.droid.tracker import DroidTracker
+
 log = logging.getLogger(__name__)
 
 # Below this grey-level standard deviation a frame has too little texture to start a new keyframe on.
@@ -40,6 +46,10 @@ _MIN_TEXTURE_STD = 4.0
 
 class Slam:
     """Metric monocular SLAM with depth priors. ``prior`` overrides the one named in ``config.prior``."""
+
+    # Set on the first frame, by config.correspondence.
+    corr: ClassicalCorrespondence | DroidTracker
+    edges: EdgeCache | DroidEdges
 
     def __init__(self, config: SlamConfig | None = None, prior: DepthPrior | None = None):
         self.config = config or SlamConfig()
@@ -50,7 +60,7 @@ class Slam:
         self.segment_starts: list[int] = [0]
         self._failures = 0
         self._since_backend = 0
-        self._camera = None
+        self._camera: Intrinsics | None = None
         self._rgbd: RgbdAligner | None = None  # direct RGB-D alignment, when the prior is measured depth
         self._rgbd_keyframe: tuple[int, object] | None = None  # (uid, aligner image) of the latest keyframe
         self.rgbd_stats: RefineStats | None = None  # what the RGB-D refinement at the end did, if it ran
@@ -101,6 +111,7 @@ class Slam:
         """Process the next frame of the video (frames must come in time order)."""
         if self._camera is None:
             self._start(frame)
+        assert self._camera is not None
         f = prepare_frame(frame, self._size, self._camera)
         g = grey(f.rgb)
         if len(self.store) == 0:
@@ -161,6 +172,7 @@ class Slam:
         s = cfg.stride
         src = (pixel_grid(self.store.h, self.store.w, self.device, torch.float64)[good] * s + (s - 1) / 2).cpu().numpy()
         dst = (targets[good].to(torch.float64) * s + (s - 1) / 2).cpu().numpy()
+        assert self._camera is not None
         camera = torch.tensor(self._camera.params, dtype=torch.float64)
         found = essential_pose(src, dst, camera, threshold_px=1.0)
         log.debug("two-view start at frame %d: %s", index, found and (found.parallax_deg, found.homography_share))
@@ -184,7 +196,7 @@ class Slam:
 
     def _flow_targets(self, grey_i: np.ndarray, grey_j: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph-quality correspondences i -> j with no prediction: grid targets and weights (h, w, 2)."""
-        t_ij, w_ij, _, _ = self.corr.pair(grey_i, grey_j)
+        t_ij, w_ij, _, _ = self.corr.pair(grey_i, grey_j)  # type: ignore[union-attr]  # classical only
         return torch.from_numpy(t_ij).to(self.device), torch.from_numpy(w_ij).to(self.device)
 
     def _triangulated_depth(self, g: np.ndarray, pose_cw: torch.Tensor, fill: float) -> torch.Tensor:
@@ -229,7 +241,7 @@ class Slam:
         ww = torch.from_numpy(weights).to(self.device)
         confident = float((ww[..., 0] > 0.5).float().mean())
         # Flat regions match photometrically whatever the flow: weigh them down in the pose, not in the count.
-        texture = None if droid else self.corr.texture(kf_image)
+        texture = None if droid else self.corr.texture(kf_image)  # type: ignore[union-attr]
         if texture is not None:
             ww = ww * torch.from_numpy(texture).to(self.device)[..., None]
         return tw, ww, mean_flow, confident
@@ -245,7 +257,7 @@ class Slam:
     def _pnp_pose(self, k: int, feats: Features | None) -> torch.Tensor | None:
         """T_cw of the frame from feature matches to keyframe k, or None. A segment's first keyframe without a
         prior has no depth yet (a constant fill) to lift its features with."""
-        if feats is None or (k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0):
+        if self.pnp is None or feats is None or (k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0):
             return None
         kf = self.pnp.keyframe_features(int(self.store.uid[k]), self.store.grey[k])
         found = self.pnp.relative_pose(kf, self.store.invdepth[k].cpu().numpy(), feats)
@@ -280,32 +292,6 @@ class Slam:
             if len(found) == 1 or any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
                 return pose
         return None
-
-    def _join_segment(self) -> None:
-        """After a re-initialisation with metric depth: once the newest keyframe is placed by feature matches in
-        the previous segment (two of its keyframes agreeing), move the current segment rigidly onto it and merge
-        the two, with a graph edge across the seam. Monocular segments differ in scale and stay apart."""
-        if self.pnp is None or len(self.segment_starts) < 2 or float(self.store.prior_conf[-1].max()) <= 0:
-            return
-        start, before = self.segment_starts[-1], self.segment_starts[-2]
-        k = len(self.store) - 1
-        feats = self.pnp.keyframe_features(int(self.store.uid[k]), self.store.grey[k])
-        candidates = range(start - 1, max(before, start - 1 - 2 * self.config.tracking.pnp.relocalise), -1)
-        found = [(c, pose) for c in candidates if (pose := self._pnp_pose(c, feats)) is not None]
-        for a, (c, pose) in enumerate(found):
-            if any(self._agree(pose, other, c) for _, other in found[a + 1 :]):
-                break
-        else:
-            return
-        # T_cw' = T_cw @ D for every keyframe of the segment: D moves the world of the segment onto the map's.
-        shift = se3.inverse(self.store.poses[k]) @ pose
-        self.store.poses[start:] = self.store.poses[start:] @ shift
-        self.segment_starts.remove(start)
-        self.frontend.segment_start = self.segment_starts[-1]
-        self.edges.add(self.store, [(c, k)])
-        self.events.append(f"frame {int(self.store.frame_index[k])}: segment from keyframe {start} joined to the map "
-                           f"at keyframe {c}")
-        log.warning(self.events[-1])
 
     def _agree(self, a_cw: torch.Tensor, b_cw: torch.Tensor, k: int) -> bool:
         """Two pose estimates of one frame agree: within 2 degrees and 5 % of keyframe k's median depth."""
@@ -369,7 +355,7 @@ class Slam:
                 invdepth = torch.where(has, prior_inv, torch.full_like(prior_inv, float(prior_inv[has].median())))
             prior_full = depth.astype(np.float16)
             rgbd = self.config.rgbd_refine
-            if self._rgbd is None and rgbd.enabled and self.prior.name in rgbd.priors:
+            if self._rgbd is None and rgbd.enabled and self.prior.name in rgbd.priors and self._camera is not None:
                 self._rgbd = RgbdAligner(self._camera, rgbd, depth)
         k = self.store.append(f.index, f.timestamp, pose_cw, invdepth, prior_inv, prior_conf, g, f.rgb, prior_full)
         self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]),
@@ -383,7 +369,6 @@ class Slam:
             if self.pnp is not None:
                 self.pnp.forget(int(self.store.uid[redundant]))
             self.frontend.remove(redundant)
-        self._join_segment()
         self._since_backend += 1
         if cfg.backend.enabled and self._since_backend >= cfg.backend.every:
             self.backend.run(self.segment_starts, cfg.backend.iters, window=100, loops_only_after=cfg.frontend.window)
@@ -399,7 +384,8 @@ class Slam:
         loops = proximity_pairs(self.store, self.grid_intrinsics, 0, max(gaps), b.proximity_thresh, b.nms,
                                 b.max_edges_per_keyframe)
         pairs = odometry_pairs(segment_ids(self.segment_starts, len(self.store)), gaps, loops)
-        poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, depths, self.store.poses, pairs,
+        present = [d for d in depths if d is not None]  # all of them (checked above)
+        poses, stats = refine_keyframe_poses(self._rgbd, self.store.rgb, present, self.store.poses, pairs,
                                              self.segment_starts, progress=progress)
         self.store.poses[:] = poses
         self.rgbd_stats = stats
@@ -424,7 +410,8 @@ class Slam:
         invd = store.invdepth.cpu().numpy()
         depths = np.where(invd > 0, 1.0 / np.maximum(invd, 1e-9), 0.0).astype(np.float32)
         priors = store.prior_depth_full
-        kf_priors = np.stack([p.astype(np.float32) for p in priors]) if all(p is not None for p in priors) else None
+        kf_priors = (np.stack([p.astype(np.float32) for p in priors if p is not None])
+                     if all(p is not None for p in priors) else None)
         return Reconstruction(
             timestamps=np.array([r.timestamp for r in self.records], dtype=np.float64),
             poses_wc=se3.inverse(poses_cw).cpu().numpy(),
