@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test lint setup bench clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -13,6 +13,11 @@ demo: setup
 # -p no:dash: open3d pulls in dash, whose pytest plugin only adds a deprecation warning to every run.
 test: setup
 	$(PY) -m pytest -q -p no:dash tests
+
+# Lint and type checks (settings in pyproject.toml); CI runs them before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf outputs .pytest_cache

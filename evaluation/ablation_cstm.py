@@ -43,8 +43,15 @@ from metricslam.training.data import AnnotationDataset  # noqa: E402
 from metricslam.training.evaluate import predict_metric_depth  # noqa: E402
 from metricslam.training.small_model import build_model  # noqa: E402
 from metricslam.training.synthetic_set import (  # noqa: E402
-    CAMERA_PLACEMENT, HELD_OUT_FOCALS, NOISE_GRAIN, NOISE_TEXEL, PATTERN_PERIODS, TRAIN_FOCALS, SyntheticSetConfig,
-    split_focals, write_synthetic_set,
+    CAMERA_PLACEMENT,
+    HELD_OUT_FOCALS,
+    NOISE_GRAIN,
+    NOISE_TEXEL,
+    PATTERN_PERIODS,
+    TRAIN_FOCALS,
+    SyntheticSetConfig,
+    split_focals,
+    write_synthetic_set,
 )
 from metricslam.training.trainer import train  # noqa: E402
 

@@ -95,7 +95,7 @@ def run_single(scene: str, variant: str, frames: int, weights: str, overrides: l
     if threads:
         torch.set_num_threads(threads)
     cfg = load_config(SlamConfig, CONFIGS / SCENES[scene][1],
-                      [f"prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}", *overrides])
+                      ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}", *overrides])
     seq = open_scene(scene, frames)
     prior = make_prior(cfg.prior)
     clock = NetworkClock(prior.predictor)

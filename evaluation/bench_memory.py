@@ -16,8 +16,8 @@ import time
 
 import psutil
 import torch
-
 from bench_slam import PeakRSS
+
 from metricslam.config import apply_overrides
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.metrics.trajectory import evaluate_trajectory

@@ -49,7 +49,7 @@ import torch
 from metricslam.config import load_config
 from metricslam.depth.priors import SensorPrior, SimulatedPrior
 from metricslam.geometry import se3
-from metricslam.geometry.projective import grid_transfer, project, relative_poses, reproject
+from metricslam.geometry.projective import grid_transfer, relative_poses, reproject
 from metricslam.io.frame import Frame
 from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import ate, scale_error

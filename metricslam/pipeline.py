@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,12 @@ from metricslam.io.run_dir import OutputLayout, RunDir
 from metricslam.io.sequences.base import Sequence
 from metricslam.io.trajectory import Trajectory
 from metricslam.mapping.export import (
-    CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, MESH_POINTS_FILE, MappingConfig, write_map,
+    CLOUD_FILE,
+    MAPPING_CONFIG_FILE,
+    MESH_FILE,
+    MESH_POINTS_FILE,
+    MappingConfig,
+    write_map,
 )
 from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
@@ -84,7 +89,7 @@ class _Failure:
 _END = object()
 
 
-def prefetched(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
+def prefetched(frames: Iterable[Frame], depth: int = 4) -> Generator[Frame, None, None]:
     """Yield ``frames`` in order while a background thread reads up to ``depth`` ahead.
 
     Image decoding (and rendering, for synthetic sequences) releases the GIL, so it overlaps tracking.
@@ -207,7 +212,7 @@ def run_metrics(rec: Reconstruction, gt: Trajectory, fps: float, seconds: float,
     events = list(rec.events)
     if not finite.all():
         events.append(f"{int((~finite).sum())} frames have no finite pose and are left out of the accuracy")
-        est = Trajectory(est.poses[finite], est.timestamps[finite])
+        est = Trajectory(est.poses[finite], None if est.timestamps is None else est.timestamps[finite])
     return {
         "sequence": name,
         **evaluate_trajectory(gt, est),

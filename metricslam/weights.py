@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import socket
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -182,7 +182,7 @@ def _fetch(e: WeightsEntry, part: Path, progress: bool, timeout: float) -> None:
                         break
                     out.write(chunk)
                     bar.update(len(chunk))
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             raise _offline_error(e, f"transfer interrupted: {exc}; run the command again to resume") from None
         finally:
             bar.close()

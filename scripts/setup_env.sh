@@ -7,7 +7,7 @@ VENV=${METRICSLAM_VENV:-.venv}
 PY=${PYTHON:-python3}
 STAMP="$VENV/.metricslam-installed"
 
-if [ -f "$STAMP" ] && [ "$STAMP" -nt setup.py ]; then
+if [ -f "$STAMP" ] && [ "$STAMP" -nt setup.py ] && [ "$STAMP" -nt pyproject.toml ]; then
   exit 0
 fi
 

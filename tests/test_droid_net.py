@@ -1,13 +1,18 @@
 """DROID network: droid.pth layout and loading, encoders, update operator, convex upsampling (random weights)."""
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from metricslam.errors import WeightsError
-from metricslam.slam.correspondence.droid import (DroidNet, convex_upsample, load_droid_weights, motion_features,
-                                                  pixel_grid, upsample_field)
+from metricslam.slam.correspondence.droid import (
+    DroidNet,
+    convex_upsample,
+    load_droid_weights,
+    motion_features,
+    pixel_grid,
+    upsample_field,
+)
 from shared_paths import SPEC as SPEC_DIR
 
 SPEC = SPEC_DIR / "droid_net_state_dict.tsv"

@@ -1,8 +1,6 @@
 """KITTI odometry devkit metric: hand-built trajectories with known answers, and the kitti-odom-eval examples."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

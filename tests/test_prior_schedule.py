@@ -15,8 +15,8 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.io.frame import Frame
 from metricslam.io.synthetic import SyntheticSequence
-from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.io.trajectory import Trajectory
+from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.prior_schedule import ScheduledPriors, resolve_schedule
 from metricslam.slam.prior_transfer import coverage, transfer_prior

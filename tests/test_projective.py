@@ -121,8 +121,8 @@ def test_jacobians_match_finite_differences(device):
     for e in range(E):
         i, j = int(ii[e]), int(jj[e])
         one = (ii[e:e + 1], jj[e:e + 1])
-        num_j = _central_difference(lambda xi: reproject(moved(j, xi), invd, INTR, *one)[0][0], 6)
-        num_i = _central_difference(lambda xi: reproject(moved(i, xi), invd, INTR, *one)[0][0], 6)
+        num_j = _central_difference(lambda xi, j=j, one=one: reproject(moved(j, xi), invd, INTR, *one)[0][0], 6)
+        num_i = _central_difference(lambda xi, i=i, one=one: reproject(moved(i, xi), invd, INTR, *one)[0][0], 6)
         assert torch.allclose(Jj[e], num_j, atol=1e-6, rtol=1e-6), (e, (Jj[e] - num_j).abs().max())
         assert torch.allclose(Ji[e], num_i, atol=1e-6, rtol=1e-6), (e, (Ji[e] - num_i).abs().max())
 

@@ -13,12 +13,29 @@ from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import write_depth_png, write_rgb
 from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset, Sample
 from metricslam.training.synthetic_set import (
-    CAMERA_PLACEMENT, HELD_OUT_FOCALS, NOISE_TEXEL, PATTERN_PERIODS, SENSORS, TRAIN_FOCALS, VIEWS,
-    SyntheticSetConfig, view_world, views_for, write_synthetic_set,
+    CAMERA_PLACEMENT,
+    HELD_OUT_FOCALS,
+    NOISE_TEXEL,
+    PATTERN_PERIODS,
+    SENSORS,
+    TRAIN_FOCALS,
+    VIEWS,
+    SyntheticSetConfig,
+    view_world,
+    views_for,
+    write_synthetic_set,
 )
 from metricslam.training.transforms import (
-    AugmentConfig, Compose, CSTMImage, CSTMLabel, PhotometricDistortion, RandomCrop, RandomFlip, RandomResize,
-    ToItem, build_pipeline,
+    AugmentConfig,
+    Compose,
+    CSTMImage,
+    CSTMLabel,
+    PhotometricDistortion,
+    RandomCrop,
+    RandomFlip,
+    RandomResize,
+    ToItem,
+    build_pipeline,
 )
 from shared_paths import DATA
 

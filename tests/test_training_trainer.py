@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from metricslam.config import load_config, save_config
+from metricslam.depth.loading import load_predictor
 from metricslam.depth.predictor import Metric3DPredictor
 from metricslam.errors import WeightsError
-from metricslam.depth.loading import load_predictor
 from metricslam.training.checkpoint import load_checkpoint
 from metricslam.training.config import DataConfig, DatasetConfig, TrainConfig
 from metricslam.training.data import AnnotationDataset

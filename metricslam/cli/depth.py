@@ -5,6 +5,7 @@ Also holds the model and intrinsics options shared by ``metricslam measure`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def depth_inputs(path: Path, args: argparse.Namespace) -> list[DepthInput]:
     video or dataset folder in any layout `metricslam run` reads (its calibration, or --calib)."""
     files = image_files(path)
     if files is not None:
-        return [DepthInput(f.stem, f.name, lambda f=f: load_image(f, args)) for f in files]
+        return [DepthInput(f.stem, f.name, functools.partial(load_image, f, args)) for f in files]
     if not path.exists():
         raise InputError(f"{path}: not found; pass an image, a folder of images, a video or a dataset folder")
     if any(getattr(args, flag) is not None for flag in ("fx", "fy", "cx", "cy")):
@@ -137,7 +138,7 @@ def depth_inputs(path: Path, args: argparse.Namespace) -> list[DepthInput]:
         return seq[i].rgb, CameraGuess(seq.intrinsics, source)
 
     names = [seq.data.source.stem(int(j)) for j in seq.source_indices]
-    return [DepthInput(name, name, lambda i=i: load(i)) for i, name in enumerate(names)]
+    return [DepthInput(name, name, functools.partial(load, i)) for i, name in enumerate(names)]
 
 
 def earlier_depth_outputs(folder: Path) -> list[Path]:

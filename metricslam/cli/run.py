@@ -23,10 +23,10 @@ from metricslam.config import load_config
 from metricslam.depth.priors import PRIOR_NAMES
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
+from metricslam.io.run_dir import RunDir
 from metricslam.io.sequences import RecordedSequence, detect_layout, open_sequence
 from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig, load_mapping_config
-from metricslam.io.run_dir import RunDir
 from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset

@@ -85,9 +85,9 @@ def intrinsics_from_exif(
     unit_mm = _UNIT_MM.get(int(exif.get(_FOCAL_PLANE_UNIT, 2)))
     if xres is not None and unit_mm is not None:
         f_px = f_mm * xres / unit_mm
-        recorded = [_rational(exif.get(t)) for t in (_PIXEL_X, _PIXEL_Y)]
-        if all(r is not None for r in recorded):
-            f_px *= long_side / max(recorded)  # type: ignore[type-var]
+        recorded = [r for r in (_rational(exif.get(t)) for t in (_PIXEL_X, _PIXEL_Y)) if r is not None]
+        if len(recorded) == 2:
+            f_px *= long_side / max(recorded)
         return make(f_px, "exif-focal-plane")
     if sensor_width_mm is not None and sensor_width_mm > 0:
         return make(f_mm / sensor_width_mm * long_side, "exif-sensor")
@@ -142,7 +142,7 @@ def guess_sequence_camera(where: str | os.PathLike, first_image: str | os.PathLi
     real camera.
     """
     found = None if first_image is None else intrinsics_from_exif(first_image, width, height)
-    if found is not None:
+    if found is not None and first_image is not None:
         log.warning("warning: %s: no calibration; using the EXIF focal length of %s (fx = fy = %.1f px): the metric "
                     "scale of the results depends on it; pass --calib FILE for the real camera",
                     where, Path(first_image).name, found.intrinsics.fx)

@@ -53,7 +53,7 @@ def to_canonical_label(depth: Array, focal: Scalar, canonical_focal: float = CAN
     ``focal`` is a number or one value per sample of a batch (shape (B,)).
     """
     denominator = focal if isinstance(focal, torch.Tensor) else np.asarray(focal, dtype=np.float64)
-    return depth * _per_sample(canonical_focal / denominator, depth)
+    return depth * _per_sample(canonical_focal / denominator, depth)  # type: ignore[return-value]  # same kind as depth
 
 
 def from_canonical(
@@ -68,11 +68,12 @@ def from_canonical(
     ``focal`` belongs to the original image and ``resize_ratio`` is the factor by which that image was resized
     before the network saw it (so f * s is the focal length of the network's input).
     """
+    scale: torch.Tensor | np.ndarray
     if isinstance(focal, torch.Tensor) or isinstance(resize_ratio, torch.Tensor):
         scale = torch.as_tensor(focal) * torch.as_tensor(resize_ratio) / canonical_focal
     else:
         scale = np.asarray(focal, dtype=np.float64) * np.asarray(resize_ratio, dtype=np.float64) / canonical_focal
-    return _clip(prediction * _per_sample(scale, prediction), 0.0, max_depth)
+    return _clip(prediction * _per_sample(scale, prediction), 0.0, max_depth)  # type: ignore[type-var, return-value]
 
 
 def _resize(x: Array, height: int, width: int, nearest: bool) -> Array:

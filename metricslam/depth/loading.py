@@ -6,7 +6,8 @@ record their network (variant, and the small model's config), so they load witho
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Metric3DPrior:
         cache_dir: str | os.PathLike | None = None,
         backend: str = "torch",
         precision: str = "fp32",
-    ) -> "Metric3DPrior":
+    ) -> Metric3DPrior:
         """Build the predictor from a checkpoint (path or registry name); the variant is inferred from the
         official file name, or read from a `metricslam train` checkpoint, when not given."""
         predictor = load_predictor(weights, variant, device=device, input_size=input_size, backend=backend,
@@ -70,7 +70,7 @@ class Metric3DPrior:
 
     def predict(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         key = self.cache_key(frame) if self.cache_dir is not None else None
-        file = None if key is None else self.cache_dir / f"{key}.npz"
+        file = None if key is None or self.cache_dir is None else self.cache_dir / f"{key}.npz"
         if file is not None and file.is_file():
             try:
                 with np.load(file) as data:

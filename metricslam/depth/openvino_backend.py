@@ -69,7 +69,7 @@ class OpenVinoNetwork:
                 ov.save_model(network, str(tmp), compress_to_fp16=False)  # fp16 weights would change the outputs
                 tmp.with_suffix(".bin").replace(ir.with_suffix(".bin"))
                 tmp.replace(ir)
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(network, "CPU", config)

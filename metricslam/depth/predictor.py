@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,13 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_MULTIPLE
-from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE as VIT_MULTIPLE
 from metricslam.depth.cstm import FocalMode, focal_length, from_canonical
+from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_MULTIPLE
 from metricslam.depth.models.metric3d import VARIANTS, VariantInfo, build_metric3d
+from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE as VIT_MULTIPLE
 from metricslam.device import resolve_device
 from metricslam.errors import InputError, MetricSlamError, WeightsError
 from metricslam.geometry.camera import Intrinsics
+
+if TYPE_CHECKING:
+    from metricslam.depth.openvino_backend import OpenVinoNetwork
 from metricslam.weights import (
     load_strict,
     read_checkpoint,
@@ -115,7 +119,7 @@ class Metric3DPredictor:
         if precision not in PRECISIONS:
             raise MetricSlamError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
         self.precision = precision
-        self._exported = None  # the OpenVINO network, converted on first use (it takes a minute)
+        self._exported: OpenVinoNetwork | None = None  # the OpenVINO network, converted on first use (it takes a minute)
 
     def _load(self, weights: str | os.PathLike | Mapping[str, torch.Tensor] | None, allow_random: bool) -> str | None:
         """Load the weights; return a string identifying them (None for random weights)."""
@@ -162,8 +166,8 @@ class Metric3DPredictor:
         """Predictions for many images, in order; images of equal size share network batches."""
         if len(rgbs) != len(intrinsics):
             raise InputError(f"{len(rgbs)} images but {len(intrinsics)} intrinsics; pass one camera per image")
-        intrinsics = [_as_intrinsics(K, rgb, i) for i, (rgb, K) in enumerate(zip(rgbs, intrinsics))]
-        for i, (rgb, K) in enumerate(zip(rgbs, intrinsics)):
+        cameras = [_as_intrinsics(K, rgb, i) for i, (rgb, K) in enumerate(zip(rgbs, intrinsics))]
+        for i, (rgb, K) in enumerate(zip(rgbs, cameras)):
             _check_image(rgb, K, i)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rgb in enumerate(rgbs):
@@ -172,7 +176,7 @@ class Metric3DPredictor:
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                outputs = self._run([rgbs[i] for i in chunk], [intrinsics[i] for i in chunk])
+                outputs = self._run([rgbs[i] for i in chunk], [cameras[i] for i in chunk])
                 for i, out in zip(chunk, outputs):
                     results[i] = out
         return results  # type: ignore[return-value]
@@ -228,8 +232,9 @@ class Metric3DPredictor:
 
 def _as_intrinsics(K: Intrinsics | np.ndarray, rgb: np.ndarray, index: int) -> Intrinsics:
     """``K`` as Intrinsics: a 3x3 matrix (pinhole, no skew) is taken for the image's own size."""
-    if isinstance(K, Intrinsics) or not isinstance(rgb, np.ndarray) or rgb.ndim != 3:
-        return K  # _check_image names what is wrong
+    if isinstance(K, Intrinsics):
+        return K
+    _check_rgb(rgb, index)
     try:
         matrix = np.asarray(K, dtype=np.float64)
     except (TypeError, ValueError):
@@ -260,10 +265,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _check_image(rgb: np.ndarray, intrinsics: Intrinsics, index: int) -> None:
+def _check_rgb(rgb: np.ndarray, index: int) -> None:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         shape = getattr(rgb, "shape", None)
         raise InputError(f"image {index}: expected an RGB uint8 HxWx3 array, got {shape}; read it with read_rgb")
+
+
+def _check_image(rgb: np.ndarray, intrinsics: Intrinsics, index: int) -> None:
+    _check_rgb(rgb, index)
     h, w = rgb.shape[:2]
     if (intrinsics.width, intrinsics.height) != (w, h):
         raise InputError(

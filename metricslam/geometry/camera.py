@@ -71,7 +71,7 @@ class Intrinsics:
         height: int,
         distortion: str = "none",
         dist_coeffs: tuple[float, ...] = (),
-    ) -> "Intrinsics":
+    ) -> Intrinsics:
         """From a 3x3 calibration matrix (skew must be zero) and the image size."""
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3):
@@ -81,7 +81,7 @@ class Intrinsics:
             distortion, tuple(dist_coeffs),
         )
 
-    def scaled(self, sx: float, sy: float | None = None) -> "Intrinsics":
+    def scaled(self, sx: float, sy: float | None = None) -> Intrinsics:
         """Intrinsics after resizing the image by (sx, sy); the size is rounded to whole pixels.
 
         Uses the pixel-centre convention of cv2.resize: u' = (u + 0.5) * s - 0.5.
@@ -97,16 +97,16 @@ class Intrinsics:
             height=int(round(self.height * sy)),
         )
 
-    def resized(self, width: int, height: int) -> "Intrinsics":
+    def resized(self, width: int, height: int) -> Intrinsics:
         """Intrinsics after resizing the image to exactly ``width`` x ``height``."""
         out = self.scaled(width / self.width, height / self.height)
         return replace(out, width=int(width), height=int(height))
 
-    def cropped(self, left: int, top: int, width: int, height: int) -> "Intrinsics":
+    def cropped(self, left: int, top: int, width: int, height: int) -> Intrinsics:
         """Intrinsics of the sub-image [top:top+height, left:left+width]."""
         return replace(self, cx=self.cx - left, cy=self.cy - top, width=int(width), height=int(height))
 
-    def padded(self, left: int, top: int, right: int, bottom: int) -> "Intrinsics":
+    def padded(self, left: int, top: int, right: int, bottom: int) -> Intrinsics:
         """Intrinsics after adding borders of the given sizes."""
         return replace(
             self,
@@ -116,11 +116,11 @@ class Intrinsics:
             height=self.height + int(top) + int(bottom),
         )
 
-    def undistorted(self) -> "Intrinsics":
+    def undistorted(self) -> Intrinsics:
         """The same pinhole camera with its distortion removed (what an undistorted image uses)."""
         return replace(self, distortion="none", dist_coeffs=())
 
-    def undistortion_maps(self, new: "Intrinsics | None" = None) -> tuple[np.ndarray, np.ndarray, "Intrinsics"]:
+    def undistortion_maps(self, new: Intrinsics | None = None) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
         """cv2.remap maps (x, y float32, each new.height x new.width) from this camera to the pinhole ``new``.
 
         ``new`` defaults to the same K and size without distortion. The maps are cached and read-only.
@@ -132,7 +132,7 @@ class Intrinsics:
         return map_x, map_y, new
 
     def undistort_image(
-        self, img: np.ndarray, new: "Intrinsics | None" = None, interpolation: int = cv2.INTER_LINEAR
+        self, img: np.ndarray, new: Intrinsics | None = None, interpolation: int = cv2.INTER_LINEAR
     ) -> np.ndarray:
         """Resample an image of this camera into the pinhole ``new`` (default: same K, no distortion).
 
@@ -144,7 +144,7 @@ class Intrinsics:
         map_x, map_y, _ = self.undistortion_maps(new)
         return cv2.remap(img, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
-    def undistort_points(self, points: np.ndarray, new: "Intrinsics | None" = None) -> np.ndarray:
+    def undistort_points(self, points: np.ndarray, new: Intrinsics | None = None) -> np.ndarray:
         """(N, 2) pixel coordinates in this (distorted) image -> (N, 2) pixels of the pinhole ``new``."""
         new = self.undistorted() if new is None else new
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from metricslam.geometry import se3
@@ -22,7 +23,7 @@ MIN_DEPTH = 0.25
 # Denominator floor for projecting points at (or behind) the camera centre; such points are flagged invalid anyway.
 _EPS = 1e-6
 
-IntrinsicsLike = torch.Tensor | Sequence[float]
+IntrinsicsLike = torch.Tensor | np.ndarray | Sequence[float]
 
 
 def intrinsics_tensor(intrinsics: IntrinsicsLike, like: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ def write_ply(
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
         columns.append(colors)
     rows = np.empty(n, dtype=fields)
+    assert rows.dtype.names is not None  # a structured dtype
     names = iter(rows.dtype.names)
     for column in columns:
         for j in range(3):

@@ -105,6 +105,7 @@ def upsample_grid_depth(
 
 
 def _prior(rec: Reconstruction, k: int, device: torch.device) -> torch.Tensor:
+    assert rec.kf_prior_depths is not None  # the caller checked that priors were kept
     return torch.as_tensor(np.asarray(rec.kf_prior_depths[k], np.float32), device=device)
 
 

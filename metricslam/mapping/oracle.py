@@ -50,7 +50,10 @@ def oracle_reconstruction(
         confs.append(np.clip(grid_conf, 0.0, 1.0).astype(np.float32))
         images.append(f.rgb)
         priors.append(depth.astype(np.float32))
-    poses = np.stack([f.pose_wc for f in frames]).astype(np.float64)
+    missing = [f.index for f in frames if f.pose_wc is None]
+    if missing:
+        raise InputError(f"frames {missing[:5]} have no ground-truth pose; oracle reconstructions need them")
+    poses = np.stack([f.pose_wc for f in frames if f.pose_wc is not None]).astype(np.float64)
     times = np.array([f.timestamp for f in frames], dtype=np.float64)
     index = np.array([f.index for f in frames], dtype=np.int64)
     return Reconstruction(

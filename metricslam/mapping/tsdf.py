@@ -29,7 +29,6 @@ from metricslam.mapping.depthmaps import KeyframeDepthConfig, keyframe_depth, re
 from metricslam.mapping.presets import choose_preset
 from metricslam.slam.reconstruction import Reconstruction
 
-
 # TSDF band either side of the surface, in voxels: wide enough for depth noise of a few voxels, narrow enough
 # not to merge thin structures.
 TRUNCATION_VOXELS = 4.0
@@ -107,8 +106,8 @@ def fuse_reconstruction(rec: Reconstruction, config: TSDFConfig | None = None) -
     for k in range(rec.num_keyframes):
         if not np.isfinite(rec.kf_poses_wc[k]).all():
             continue  # a keyframe SLAM lost: nothing to place
-        depth, _ = keyframe_depth(rec, k, cfg.depth, tdev)
-        depth = depth.cpu().numpy().astype(np.float32)
+        depth_t, _ = keyframe_depth(rec, k, cfg.depth, tdev)
+        depth = depth_t.cpu().numpy().astype(np.float32)
         if not np.any((depth > 0) & (depth < max_depth)):
             continue  # Open3D aborts on a frame that touches no block
         depth_img = o3d.t.geometry.Image(o3c.Tensor(depth)).to(odev)

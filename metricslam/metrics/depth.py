@@ -65,12 +65,10 @@ def crop_mask(height: int, width: int, crop: str | None) -> np.ndarray:
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
     """float64 numpy array; leading singleton (batch, channel) axes are dropped, so (1, 1, H, W) gives (H, W)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    while x.ndim > 2 and x.shape[0] == 1:
-        x = x[0]
-    return x
+    a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    return a
 
 
 def _valid_pairs(
@@ -83,7 +81,7 @@ def _valid_pairs(
             f"prediction shape {d.shape} differs from ground truth {g.shape}; resize the prediction to the "
             "ground-truth image size before evaluating"
         )
-    valid = np.isfinite(g) & (g > settings.min_depth) & crop_mask(*g.shape, settings.crop)
+    valid = np.isfinite(g) & (g > settings.min_depth) & crop_mask(g.shape[0], g.shape[1], settings.crop)
     if settings.max_depth is not None:
         valid &= g < settings.max_depth
     if mask is not None:

@@ -12,6 +12,8 @@ a scale; callers that scale-align first must say so. Distances are float64 (the 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SEGMENT_LENGTHS: tuple[int, ...] = (100, 200, 300, 400, 500, 600, 700, 800)
@@ -90,7 +92,7 @@ def kitti_odometry_error(
     when the ground-truth path is too short for any segment. ``frames``: see segment_errors.
     """
     seg = segment_errors(gt, est, lengths, step, frames)
-    result = _summary(seg["t_err"], seg["r_err"])
+    result: dict[str, Any] = dict(_summary(seg["t_err"], seg["r_err"]))
     result["per_length"] = {
         int(L): _summary(seg["t_err"][seg["length"] == L], seg["r_err"][seg["length"] == L]) for L in lengths
     }

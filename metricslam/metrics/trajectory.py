@@ -11,6 +11,7 @@ s = 1/0.9 and scale_error = -0.111. Zero means metrically exact.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import numpy as np
 from evo.core import metrics as evo_metrics
@@ -193,8 +194,10 @@ def evaluate_trajectory(gt: Trajectory, est: Trajectory, max_diff: float | None 
     ATE keys are None (with a 'note') when the ground truth is static or collinear, where alignment is undefined.
     """
     gt_a, est_a = associate(gt, est, max_diff)
-    undefined = dict.fromkeys(("rmse", "mean", "median", "max", "scale"))
+    undefined: dict[str, float | None] = dict.fromkeys(("rmse", "mean", "median", "max", "scale"))
     note = None
+    se3_ate: Mapping[str, float | None]
+    sim3_ate: Mapping[str, float | None]
     try:
         se3_ate = ate(gt_a, est_a, "se3", max_diff=None)
         sim3_ate = ate(gt_a, est_a, "sim3", max_diff=None)

@@ -288,8 +288,10 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         ii_e, jj_e = ii[edges], jj[edges]
         res = _residuals(poses_cw, invdepths, intr, ii_e, jj_e, targets[edges], weights[edges], options)
         local_ii = torch.searchsorted(frames, ii_e)
+        swJd = res.swJd  # present whenever schur (full BA)
         if schur:
-            C, bz = _depth_system((res.swJd * res.swJd).sum(1), (res.swJd * res.swr).sum(1), local_ii,
+            assert swJd is not None
+            C, bz = _depth_system((swJd * swJd).sum(1), (swJd * res.swr).sum(1), local_ii,
                                   invdepths[frames], prior_invdepth[frames], prior_conf[frames],
                                   eta.reshape(K, -1)[frames], options)
             q[frames] = C.rsqrt()
@@ -307,7 +309,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         if not schur:
             system.add_edge_vectors(g.double(), res.A, ii_e, jj_e)
             continue
-        qJd = res.swJd * q[ii_e][:, None]
+        assert swJd is not None
+        qJd = swJd * q[ii_e][:, None]
         F = torch.mul(J[:, 0], qJd[:, 0, None]).addcmul_(J[:, 1], qJd[:, 1, None])
         A = res.A
         del res, J, Jf, qJd  # the chunk's largest temporaries: free them before the Gram products

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +11,9 @@ from metricslam.slam.config import BackendConfig
 from metricslam.slam.frontend import optimise
 from metricslam.slam.graph import EdgeCache, pair_distance
 from metricslam.slam.video import KeyframeStore
+
+if TYPE_CHECKING:
+    from metricslam.slam.correspondence.droid.edges import DroidEdges
 
 
 def proximity_pairs(
@@ -53,7 +57,7 @@ def segment_ids(segment_starts: list[int], count: int) -> list[int]:
 
 
 class Backend:
-    def __init__(self, store: KeyframeStore, edges: EdgeCache, config: BackendConfig, ba: BAOptions,
+    def __init__(self, store: KeyframeStore, edges: EdgeCache | DroidEdges, config: BackendConfig, ba: BAOptions,
                  intrinsics: torch.Tensor):
         self.store = store
         self.edges = edges

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -30,9 +31,10 @@ class BAProblem:
     prior_invdepth: torch.Tensor | None = None
     prior_conf: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "BAProblem":
-        return BAProblem(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                            for f in fields(self)})
+    def to(self, device: torch.device | str) -> BAProblem:
+        moved: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                                 for f in fields(self)}
+        return BAProblem(**moved)
 
 
 def window_edges(K: int, radius: int = 3, device: torch.device | str | None = None

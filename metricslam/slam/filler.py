@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 
@@ -58,8 +59,9 @@ def fill_poses(records: list[FrameRecord], store: KeyframeStore, intrinsics: tor
         invd = torch.cat([store.invdepth[kf_idx], torch.ones(len(part), store.h, store.w, device=store.device)])
         ii = torch.tensor([pos[int(refs[n])] for n in part], dtype=torch.long, device=store.device)
         jj = torch.arange(n_kf, n_kf + len(part), device=store.device)
-        targets = torch.stack([records[n].targets for n in part]).float()
-        weights = torch.stack([records[n].weights for n in part]).float()
+        # todo holds only records with targets and weights.
+        targets = torch.stack(cast(list[torch.Tensor], [records[n].targets for n in part])).float()
+        weights = torch.stack(cast(list[torch.Tensor], [records[n].weights for n in part])).float()
         out, _ = dense_ba(all_poses, invd, intrinsics, ii, jj, targets, weights, fixed=list(range(n_kf)),
                           iters=iters, options=opts)
         poses[part] = out[n_kf:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +11,9 @@ from metricslam.slam.ba import BAOptions, dense_ba
 from metricslam.slam.config import FrontendConfig
 from metricslam.slam.graph import EdgeCache, pair_distance
 from metricslam.slam.video import KeyframeStore
+
+if TYPE_CHECKING:
+    from metricslam.slam.correspondence.droid.edges import DroidEdges
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor
 
 
 def optimise(
-    store: KeyframeStore, edges: EdgeCache, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
+    store: KeyframeStore, edges: EdgeCache | DroidEdges, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
     intrinsics: torch.Tensor,
 ) -> None:
     """Dense BA over keyframes ``indices`` (edges among them); ``fixed`` are positions inside ``indices``."""
@@ -50,7 +54,7 @@ def optimise(
 class Frontend:
     """Keeps the newest keyframes optimised. ``segment_start`` is the first keyframe after the last re-init."""
 
-    def __init__(self, store: KeyframeStore, edges: EdgeCache, config: FrontendConfig, ba: BAOptions,
+    def __init__(self, store: KeyframeStore, edges: EdgeCache | DroidEdges, config: FrontendConfig, ba: BAOptions,
                  intrinsics: torch.Tensor, refine: bool = False):
         self.refine = refine  # re-run the new keyframe's flows from the BA's reprojection, then BA again
         self.store = store
@@ -87,8 +91,8 @@ class Frontend:
             optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
         if self.refine:
             lo = self.window()[0]
-            self.edges.refresh(self.store, [(i, k) for i in range(lo, k) if (int(self.store.uid[i]),
-                                                                              int(self.store.uid[k])) in self.edges])
+            pairs = [(i, k) for i in range(lo, k) if (int(self.store.uid[i]), int(self.store.uid[k])) in self.edges]
+            self.edges.refresh(self.store, pairs)  # type: ignore[union-attr]  # refine: classical flow only
             optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
 
     def fixed(self) -> list[int]:

@@ -57,8 +57,8 @@ def initial_flows(coords: torch.Tensor, valid: torch.Tensor, stride: int) -> lis
     H, W = h * stride, w * stride
     flow = torch.where(valid[..., None] & coords.isfinite(), (coords - grid) * stride, torch.zeros_like(coords))
     # DIS indexes with its initial flow: keep it finite and within the image's reach.
-    flow = flow.clamp(-float(max(H, W)), float(max(H, W))).float().cpu().numpy()
-    return [cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow]
+    flow_np = flow.clamp(-float(max(H, W)), float(max(H, W))).float().cpu().numpy()
+    return [cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow_np]
 
 
 class EdgeCache:
@@ -101,12 +101,12 @@ class EdgeCache:
                 for e, (i, j) in enumerate(todo)]
         for e, ((i, j), (t_ij, w_ij, t_ji, w_ji)) in enumerate(zip(todo, self.corr.pairs(jobs))):
             ui, uj = int(store.uid[i]), int(store.uid[j])
-            for key, t, w, p in ((ui, uj), t_ij, w_ij, e), ((uj, ui), t_ji, w_ji, n + e):
-                t = torch.from_numpy(t).to(dev)
+            for key, t_np, w_np, p in ((ui, uj), t_ij, w_ij, e), ((uj, ui), t_ji, w_ji, n + e):
+                t = torch.from_numpy(t_np).to(dev)
                 miss = t - predicted[p].to(t.dtype)
                 gate = 1.0 / (1.0 + (miss * miss).sum(-1) / self.gate_px**2)
                 gate = torch.where(valid[p], gate, torch.ones_like(gate))
-                self.data[key] = (t, torch.from_numpy(w).to(dev) * gate[..., None])
+                self.data[key] = (t, torch.from_numpy(w_np).to(dev) * gate[..., None])
 
     def refresh(self, store: KeyframeStore, pairs: list[tuple[int, int]]) -> None:
         """Recompute the correspondences of ``pairs`` (both directions) with flow started from the current

@@ -5,6 +5,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Reconstruction:
         out.mkdir(parents=True, exist_ok=True)
         write_tum(out / "trajectory_tum.txt", self.trajectory())
         write_kitti(out / "trajectory_kitti.txt", self.trajectory())
-        arrays = {
+        arrays: dict[str, Any] = {
             "timestamps": self.timestamps,
             "poses_wc": self.poses_wc,
             "frame_indices": self.frame_indices,
@@ -84,7 +85,7 @@ class Reconstruction:
                 np.savez_compressed(fh, **arrays)
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> "Reconstruction":
+    def load(cls, run_dir: str | os.PathLike) -> Reconstruction:
         path = Path(run_dir) / KEYFRAMES_FILE
         if not path.is_file():
             raise InputError(f"{path}: not found; pass the output folder of 'metricslam run'")

@@ -26,8 +26,8 @@ import open3d as o3d
 import torch
 from tqdm import tqdm
 
-from metricslam.geometry import se3
 from metricslam.errors import MetricSlamError
+from metricslam.geometry import se3
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import resize_depth
 

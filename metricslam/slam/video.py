@@ -13,6 +13,16 @@ import torch
 class KeyframeStore:
     """Keyframe state on ``device``; poses are world-to-camera (T_cw) float64, inverse depths float32 (1/m)."""
 
+    # Full-capacity buffers, set by _alloc; the properties below give their live part.
+    _uid: torch.Tensor
+    _frame_index: torch.Tensor
+    _timestamp: torch.Tensor
+    _poses: torch.Tensor
+    _invdepth: torch.Tensor
+    _prior_invdepth: torch.Tensor
+    _prior_conf: torch.Tensor
+    _conf: torch.Tensor
+
     def __init__(self, grid_hw: tuple[int, int], device: torch.device, capacity: int = 64):
         self.h, self.w = grid_hw
         self.device = device

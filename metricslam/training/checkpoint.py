@@ -39,7 +39,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _numpy_state_to_plain(state: tuple) -> list:
+def _numpy_state_to_plain(state: Any) -> list:
     # Plain lists so that the file stays loadable with torch.load(weights_only=True).
     return [state[0], state[1].tolist(), *state[2:]]
 

@@ -49,7 +49,7 @@ class Sample:
     depth_unit: float = 1.0
     normal: np.ndarray | None = None  # float32 HxWx3, zero where unknown
 
-    def with_(self, **changes: Any) -> "Sample":
+    def with_(self, **changes: Any) -> Sample:
         return replace(self, **changes)
 
 
@@ -103,7 +103,7 @@ def read_annotation(path: str | os.PathLike) -> list[AnnotationEntry]:
             rgb=_resolve(json_path, rgb, i),
             depth=_resolve(json_path, depth, i),
             depth_scale=scale,
-            cam_in=cam,  # type: ignore[arg-type]
+            cam_in=cam,
             normal=_resolve(json_path, normal, i) if normal else None,
         ))
     return entries

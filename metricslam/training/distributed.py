@@ -102,6 +102,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         mean = total[:channels] / count
         var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0)
         if self.track_running_stats:
+            # track_running_stats registers the three buffers.
+            assert self.num_batches_tracked is not None and self.running_mean is not None and self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)

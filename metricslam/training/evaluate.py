@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metricslam.depth.cstm import FocalMode, focal_length, from_canonical, to_canonical_image, MAX_DEPTH
+from metricslam.depth.cstm import MAX_DEPTH, FocalMode, focal_length, from_canonical, to_canonical_image
 from metricslam.depth.predictor import PAD_COLOUR, RGB_MEAN, RGB_STD
 from metricslam.geometry.camera import Intrinsics
 from metricslam.metrics.depth import DepthMetricAccumulator

@@ -19,6 +19,7 @@ batch (see transforms.ToItem): the losses themselves are deterministic.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -137,7 +138,7 @@ def sequence_l1_loss(preds: list[torch.Tensor], gt: torch.Tensor, valid: torch.T
                      gamma: float = 0.9) -> torch.Tensor:
     """(B,) sum over iterations i of gamma^(n - 1 - i) * mean |pred_i - gt|."""
     n = len(preds)
-    return sum(gamma ** (n - 1 - i) * _masked_mean((p - gt).abs(), valid) for i, p in enumerate(preds))
+    return typing.cast(torch.Tensor, sum(gamma ** (n - 1 - i) * _masked_mean((p - gt).abs(), valid) for i, p in enumerate(preds)))
 
 
 def confidence_loss(confidence: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor,
@@ -205,7 +206,7 @@ class DepthLoss(nn.Module):
         weights = {"rpnl": c.rpnl, "silog": c.silog, "vnl": c.vnl, "l1": c.l1, "confidence": c.confidence,
                    "normal": c.normal}
         out = {name: value.mean() for name, value in terms.items()}
-        out["total"] = sum(weights[name] * value for name, value in out.items())
+        out["total"] = typing.cast(torch.Tensor, sum(weights[name] * value for name, value in out.items()))
         return out
 
     @staticmethod

@@ -44,7 +44,7 @@ class SmallConvNextHourglass(ConvNextHourglass):
         self.decoder = HourglassDecoder(
             self.encoder.dims,
             cfg.decoder_channels,
-            depth_range=tuple(cfg.depth_range),
+            depth_range=(cfg.depth_range[0], cfg.depth_range[1]),
             num_bins=cfg.num_bins,
             feature_channels=cfg.feature_channels,
             unet_width=cfg.unet_width,

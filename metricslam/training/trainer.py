@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from metricslam.config import ConfigError, save_config, to_dict
+from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_SIZE_MULTIPLE
 from metricslam.depth.models.metric3d import VARIANTS
 from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE as VIT_SIZE_MULTIPLE
-from metricslam.depth.models.convnext_hourglass import SIZE_MULTIPLE as CONVNEXT_SIZE_MULTIPLE
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import write_text_atomic
 from metricslam.io.run_dir import OutputLayout, RunDir
@@ -38,7 +38,12 @@ from metricslam.training.checkpoint import load_checkpoint, rng_state, save_chec
 from metricslam.training.config import DatasetConfig, TrainConfig
 from metricslam.training.data import AnnotationDataset, BalancedSampler, MixedDataset
 from metricslam.training.distributed import (
-    DistInfo, barrier, init_distributed, mean_over_processes, shutdown_distributed, use_global_batchnorm,
+    DistInfo,
+    barrier,
+    init_distributed,
+    mean_over_processes,
+    shutdown_distributed,
+    use_global_batchnorm,
 )
 from metricslam.training.evaluate import evaluate_datasets
 from metricslam.training.losses import DepthLoss
@@ -172,7 +177,7 @@ class Trainer:
         if VARIANTS[family_variant(mc.variant)].family == "convnext":
             # Its forward runs channels_last; parameters in the same layout get gradients of the same strides,
             # which DDP's gradient buckets require.
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stub
         if self.info.distributed:
             use_global_batchnorm(self.model)
             self.network: nn.Module = DistributedDataParallel(

@@ -32,7 +32,7 @@ CstmMode = Literal["label", "image", "none"]
 def _nearest(x: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a label map without blending neighbours (invalid zeros never mix into valid values)."""
     dtype = x.dtype
-    src = x.astype(np.uint8) if dtype == bool else x
+    src = x.astype(np.uint8) if dtype == np.bool_ else x
     out = cv2.resize(src, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
     return out.astype(dtype)
 

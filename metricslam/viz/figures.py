@@ -139,7 +139,7 @@ def plot_keyframe_montage(rec: Reconstruction, path: str | os.PathLike, rows: in
 
 
 def plot_map_views(poses_wc: np.ndarray, path: str | os.PathLike, mesh: o3d.geometry.TriangleMesh | None = None,
-                   cloud: tuple[np.ndarray, np.ndarray] | None = None, size: tuple[int, int] = (640, 480),
+                   cloud: tuple[np.ndarray, np.ndarray | None] | None = None, size: tuple[int, int] = (640, 480),
                    point_radius: float | None = None) -> int:
     """Software-rendered overview of the mesh and/or the point cloud (points, uint8 colours) with the keyframe
     path drawn in; returns the number of panels drawn (0 when there is nothing to draw, and no file is written)."""

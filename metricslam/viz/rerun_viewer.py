@@ -158,7 +158,7 @@ class RerunLogger:
         self.stream.flush()
         self.stream.disconnect()
 
-    def __enter__(self) -> "RerunLogger":
+    def __enter__(self) -> RerunLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:

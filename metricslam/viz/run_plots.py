@@ -33,7 +33,7 @@ def find_run_gt(run_dir: str | os.PathLike) -> Trajectory | None:
     return read_trajectory(path, "tum") if path.is_file() else None
 
 
-def _read_cloud(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
     if not path.is_file():
         return None
     pcd = o3d.io.read_point_cloud(str(path))
@@ -54,7 +54,7 @@ def _read_mesh(path: Path) -> o3d.geometry.TriangleMesh | None:
 
 def write_run_plots(rec: Reconstruction, out_dir: str | os.PathLike, gt: Trajectory | None = None,
                     mesh: o3d.geometry.TriangleMesh | None = None,
-                    cloud: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
+                    cloud: tuple[np.ndarray, np.ndarray | None] | None = None) -> list[Path]:
     """Draw every picture that the available data allows into ``out_dir``; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,8 @@ def write_run_plots(rec: Reconstruction, out_dir: str | os.PathLike, gt: Traject
     plot_keyframe_montage(rec, out / PLOT_FILES["keyframes"])
     written.append(out / PLOT_FILES["keyframes"])
     mesh = mesh if mesh is not None else _read_mesh(out / MESH_FILE)
-    cloud = cloud if cloud is not None else _read_cloud(out / CLOUD_FILE)
+    if cloud is None:
+        cloud = _read_cloud(out / CLOUD_FILE)
     if plot_map_views(rec.kf_poses_wc, out / PLOT_FILES["map"], mesh, cloud):
         written.append(out / PLOT_FILES["map"])
     return written

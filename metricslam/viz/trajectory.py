@@ -78,15 +78,15 @@ def plot_trajectory_top(est: Trajectory, gt: Trajectory | None = None, path: str
     xy = view.est[:, [a, b]]
     if view.errors is not None and len(xy) > 1:
         segments = np.stack([xy[:-1], xy[1:]], axis=1)
-        lines = LineCollection(segments, cmap="plasma", linewidths=2.2, label=view.label, zorder=2)
+        lines = LineCollection(list(segments), cmap="plasma", linewidths=2.2, label=view.label, zorder=2)
         lines.set_array(0.5 * (view.errors[:-1] + view.errors[1:]))
         ax.add_collection(lines)
         fig.colorbar(lines, ax=ax, label="position error [m]", shrink=0.85)
     else:
         ax.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=2.0, label=view.label, zorder=2)
     if len(xy):
-        ax.scatter(*xy[0], s=70, marker="o", color="tab:green", edgecolor="k", label="start", zorder=3)
-        ax.scatter(*xy[-1], s=80, marker="s", color="tab:red", edgecolor="k", label="end", zorder=3)
+        ax.scatter(xy[0, 0], xy[0, 1], s=70, marker="o", color="tab:green", edgecolor="k", label="start", zorder=3)
+        ax.scatter(xy[-1, 0], xy[-1, 1], s=80, marker="s", color="tab:red", edgecolor="k", label="end", zorder=3)
     unit = "m" if metric or view.gt is not None else "arbitrary units"
     ax.set_xlabel(f"{AXIS_NAMES[a]} [{unit}]")
     ax.set_ylabel(f"{AXIS_NAMES[b]} [{unit}]")

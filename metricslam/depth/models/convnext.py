@@ -97,4 +97,5 @@ def _init_weights(module: nn.Module) -> None:
     # plain normal draw is the same distribution, without trunc_normal_'s slow rejection loop.
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.normal_(module.weight, std=0.02)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -6,7 +6,7 @@ training-only mask token is not created: the released checkpoints do not contain
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +155,6 @@ class DinoVisionTransformer(nn.Module):
         tokens = torch.cat((self.cls_token.expand(b, -1, -1), tokens), dim=1)
         tokens = tokens + self.interpolate_pos_embed(*grid, tokens.dtype)
         tokens = torch.cat((tokens[:, :1], self.register_tokens.expand(b, -1, -1), tokens[:, 1:]), dim=1)
-        for blk in self.blocks[0]:
+        for blk in cast(nn.ModuleList, self.blocks[0]):
             tokens = blk(tokens)
         return self.norm(tokens), grid

@@ -93,7 +93,7 @@ class DecoderFeature(nn.Module):
 def conv_bn(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """bn(conv(x)). At inference the affine normalisation is folded into the conv's weights and bias, which
     saves a full pass over the (often large) output; the result is the same up to float rounding."""
-    if bn.training:
+    if bn.training or bn.running_var is None or bn.running_mean is None:
         return bn(conv(x))
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
@@ -102,7 +102,8 @@ def conv_bn(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d, x: torch.T
     if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out, kh, kw)
         weight = conv.weight * scale[:, None, None]
         return F.conv_transpose2d(
-            x, weight, shift, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
+            x, weight, shift, conv.stride, conv.padding,  # type: ignore[arg-type]  # never a string here
+            conv.output_padding, conv.groups, conv.dilation
         )
     weight = conv.weight * scale[:, None, None, None]
     return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -69,7 +69,7 @@ class Token2Feature(nn.Module):
         self.scale = scale
         self.readoper = Readout(dim, num_register_tokens)
         if scale == 2:
-            self.sample = nn.ConvTranspose2d(dim, out_channels, kernel_size=2, stride=2)
+            self.sample: nn.Module = nn.ConvTranspose2d(dim, out_channels, kernel_size=2, stride=2)
         elif scale == 3.5:
             self.sample = nn.Sequential(nn.Conv2d(dim, out_channels, 1))
         elif scale != 1:
@@ -159,7 +159,7 @@ class ResidualBlock(nn.Module):
         self.norm2 = LayerNorm2d(cout)
         if cin != cout:
             self.norm3 = LayerNorm2d(cout)
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1), self.norm3)
+            self.downsample: nn.Module | None = nn.Sequential(nn.Conv2d(cin, cout, 1), self.norm3)
         else:
             self.downsample = None
 
@@ -206,7 +206,7 @@ class ConvGRU(nn.Module):
         zr = F.conv2d(
             hx,
             torch.cat((self.convz.weight, self.convr.weight)),
-            torch.cat((self.convz.bias, self.convr.bias)),
+            torch.cat((self.convz.bias, self.convr.bias)),  # type: ignore[arg-type]  # built with biases
             padding=1,
         )
         z, r = torch.sigmoid(zr + context[:, : 2 * c]).split(c, dim=1)
@@ -229,7 +229,7 @@ class FlowHead(nn.Module):
         hidden = F.conv2d(
             x,
             torch.cat((self.conv1d.weight, self.conv1n.weight)),
-            torch.cat((self.conv1d.bias, self.conv1n.bias)),
+            torch.cat((self.conv1d.bias, self.conv1n.bias)),  # type: ignore[arg-type]  # built with biases
             padding=1,
         )
         hd, hn = F.relu(hidden).split(c, dim=1)
@@ -316,7 +316,7 @@ class RAFTDepthNormalDPT5(nn.Module):
         self.update_block = BasicMultiUpdateBlock(hidden_dim)
         # NHWC end to end (the readout already yields NHWC strides): oneDNN convolutions then need no layout
         # reorders on CPU. Loading a checkpoint copies into these tensors and keeps the layout.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stub
 
     def depth_bins(self, device: torch.device) -> torch.Tensor:
         """Log-spaced bin centres (metres in the canonical camera); made on the fly, never saved."""

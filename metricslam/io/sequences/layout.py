@@ -14,7 +14,12 @@ from metricslam.io.sequences.euroc import mav_folder, read_euroc
 from metricslam.io.sequences.folder import read_folder
 from metricslam.io.sequences.kitti import image_folder, read_kitti
 from metricslam.io.sequences.recorded import (
-    IMAGE_SUFFIXES, ImageFiles, RecordedSequence, Resize, SequenceData, match_depth_folder,
+    IMAGE_SUFFIXES,
+    ImageFiles,
+    RecordedSequence,
+    Resize,
+    SequenceData,
+    match_depth_folder,
 )
 from metricslam.io.sequences.tum import read_tum
 from metricslam.io.sequences.video import VIDEO_SUFFIXES, read_video

@@ -6,9 +6,9 @@ selection, lazy loading, size checks, undistortion and resizing, with intrinsics
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Protocol
 
 import cv2
@@ -204,7 +204,7 @@ class RecordedSequence(Sequence):
         return self.data.poses is not None and bool(np.isfinite(self.data.poses[self._ids, 0, 0]).any())
 
     def gt_trajectory(self) -> Trajectory | None:
-        if not self.has_gt:
+        if not self.has_gt or self.data.poses is None:
             return None
         poses = self.data.poses[self._ids]
         known = np.isfinite(poses[:, 0, 0])
@@ -245,9 +245,9 @@ class RecordedSequence(Sequence):
         return rgb
 
     def _load_depth(self, j: int) -> np.ndarray | None:
-        if self.data.depths is None or self.data.depths[j] is None:
+        path = None if self.data.depths is None else self.data.depths[j]
+        if path is None:
             return None
-        path = self.data.depths[j]
         depth = read_depth(path, self.data.depth_scale)
         if (depth.shape[1], depth.shape[0]) != self.data.size:
             w, h = self.data.size

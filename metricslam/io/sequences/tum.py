@@ -57,6 +57,7 @@ def read_tum(root: Path) -> SequenceData:
     source = ImageFiles(paths)
     width, height = image_size(source)
     calib = next((root / name for name in CALIB_NAMES if (root / name).is_file()), None)
+    intrinsics: Intrinsics | None
     if calib is not None:
         intrinsics = read_calibration(calib, width, height)
     else:

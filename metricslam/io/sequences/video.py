@@ -46,18 +46,18 @@ class VideoFrames:
         """The header's frame count when its last frame decodes, else the count found by reading through."""
         if header > 0:
             self._seek(header - 1)
-            if self._cap.grab():
+            if self._open().grab():
                 self._seek(0)
                 return header
         self._seek(0)
         count = 0
-        while self._cap.grab():
+        while self._open().grab():
             count += 1
         self._seek(0)
         return count
 
     def _seek(self, i: int) -> None:
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        self._open().set(cv2.CAP_PROP_POS_FRAMES, i)
         self._next = i
 
     def read(self, i: int) -> np.ndarray:

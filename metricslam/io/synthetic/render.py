@@ -10,8 +10,21 @@ import open3d as o3d
 
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.synthetic.scene import (
-    ASPECT, COLOUR_A, COLOUR_B, INV_TEXEL, LIT_BACK, LIT_FRONT, NOISE_AMP, NORMAL, PATTERN, PERIOD, U0, U_AXIS, V0,
-    V_AXIS, Scene,
+    ASPECT,
+    COLOUR_A,
+    COLOUR_B,
+    INV_TEXEL,
+    LIT_BACK,
+    LIT_FRONT,
+    NOISE_AMP,
+    NORMAL,
+    PATTERN,
+    PERIOD,
+    U0,
+    U_AXIS,
+    V0,
+    V_AXIS,
+    Scene,
 )
 from metricslam.io.synthetic.texture import PATTERNS, pattern_value
 

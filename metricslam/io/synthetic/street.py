@@ -37,7 +37,7 @@ class Centreline:
     def length(self) -> float:
         return float(self.s[-1])
 
-    def at(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def at(self, s: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = np.asarray(s, np.float64)
         xy = np.stack([np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])], axis=-1)
         return xy, np.interp(s, self.s, self.heading)
@@ -141,7 +141,10 @@ class _Street:
     def markings(self) -> None:
         paint = Material("noise", (0.92, 0.92, 0.88), (0.8, 0.8, 0.78), texel=0.01, noise=0.1)
         for s in np.arange(5.0, self.centre.length, 10.0):
-            (x, y), yaw = self.place(s, 0.0, 3.0, 0.15)
+            placed = self.place(s, 0.0, 3.0, 0.15)
+            if placed is None:
+                continue
+            (x, y), yaw = placed
             self.b.box((x, y, 0.005), (3.0, 0.15, 0.01), paint, yaw=yaw)
 
 

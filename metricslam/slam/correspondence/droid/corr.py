@@ -150,7 +150,7 @@ class VolumeCorr:
         f1 = fmaps[ii].flatten(2).transpose(1, 2) * SCALE  # (E, h*w, C)
         # Pooling the volume over the second image equals the volume with the pooled second feature map.
         volumes = [torch.bmm(f1, level[jj].flatten(2)) for level in pyramid]
-        return cls(volumes, tuple(fmaps.shape[-2:]), [tuple(p.shape[-2:]) for p in pyramid], radius)
+        return cls(volumes, (fmaps.shape[-2], fmaps.shape[-1]), [(p.shape[-2], p.shape[-1]) for p in pyramid], radius)
 
     @property
     def num_edges(self) -> int:

@@ -135,6 +135,8 @@ class DroidEdges:
 
         self.state = dict.fromkeys(self.state)
         for e, key in enumerate(keys):
-            self.state[key] = EdgeState(hidden[e], targets[e])
+            h = hidden[e]
+            assert h is not None  # every edge was updated above
+            self.state[key] = EdgeState(h, targets[e])
         self.damping = damping
         return ii, jj, targets, weights

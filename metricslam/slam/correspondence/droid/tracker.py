@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from metricslam.errors import MetricSlamError
+from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.classical import block_mean
 from metricslam.slam.correspondence.droid.corr import LocalCorr
 from metricslam.slam.correspondence.droid.features import FrameFeatures, encode, image_batch, model_device
-from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.droid.net import DroidNet, motion_features
 from metricslam.slam.correspondence.droid.upsample import FACTOR
 
@@ -33,7 +33,7 @@ class DroidTracker:
     def _keyframe(self, image: np.ndarray) -> FrameFeatures:
         # The same keyframe comes back for every frame until the next one: encode it once. Holding the array keeps
         # the identity test sound.
-        if image is not self._kf_image:
+        if self._kf is None or image is not self._kf_image:
             self._kf, self._kf_image = encode(self.model, [image]), image
         return self._kf
 
