@@ -14,7 +14,6 @@ import numpy as np
 
 from metricslam.geometry.camera import Intrinsics
 
-
 _RATIO = 0.8  # best / second-best descriptor distance below which a match is kept
 
 
