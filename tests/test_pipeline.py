@@ -5,11 +5,13 @@ import json
 import threading
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from metricslam.cli import main
 from metricslam.config import load_config
 from metricslam.depth.priors import SimulatedPrior
 from metricslam.errors import InputError, MetricSlamError
@@ -25,8 +27,9 @@ from metricslam.pipeline import (
     run_metrics,
     run_sequence,
 )
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.config import SlamConfig, default_config_yaml
 from metricslam.slam.reconstruction import Reconstruction
+from metricslam.slam.system import Slam
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "slam"
 METRIC_KEYS = ("ate_se3_rmse_m", "ate_sim3_rmse_m", "sim3_scale", "rpe_trans_rmse_m", "num_frames", "num_keyframes",
@@ -163,9 +166,36 @@ def test_slam_config_files_load_and_default_matches_the_dataclass():
     assert {p.stem for p in files} >= {"default", "kitti", "tum", "euroc", "hololens", "synthetic"}
     for path in files:
         assert isinstance(load_config(SlamConfig, path), SlamConfig)
-    assert load_config(SlamConfig, CONFIGS / "default.yaml") == SlamConfig(), (
-        "configs/slam/default.yaml is out of date with SlamConfig; regenerate it (see its header)"
+    assert load_config(SlamConfig, CONFIGS / "default.yaml") == SlamConfig()
+    assert (CONFIGS / "default.yaml").read_text() == default_config_yaml(), (
+        "configs/slam/default.yaml is out of date with SlamConfig; regenerate it: "
+        "metricslam config --write configs/slam/default.yaml"
     )
+
+
+def test_config_command_prints_the_defaults(tmp_path, capsys):
+    assert main(["config"]) == 0
+    assert capsys.readouterr().out == default_config_yaml()
+    assert main(["config", "--write", str(tmp_path / "d.yaml")]) == 0
+    assert load_config(SlamConfig, tmp_path / "d.yaml") == SlamConfig()
+
+
+def test_the_default_prior_is_none_not_the_simulated_test_prior():
+    assert SlamConfig().prior.kind == "none"
+
+
+def test_metric_follows_the_priors_that_arrived(tmp_path):
+    """A sensor prior on frames without depth gives no depth: the result is not metric, whatever the class."""
+    seq = SyntheticSequence("room", frames=12, width=96, height=72, seed=2)
+    cfg = load_config(SlamConfig, overrides=["prior.kind=sensor"])
+    with_depth = Slam(cfg)
+    without_depth = Slam(cfg)
+    for i in range(len(seq)):
+        frame = seq[i]
+        with_depth.track(frame)
+        without_depth.track(replace(frame, depth=None))
+    assert with_depth.finish().metric
+    assert not without_depth.finish().metric
 
 
 def test_mapping_step_writes_the_map_of_a_reconstruction(tmp_path):

@@ -16,8 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from metricslam.cli._options import positional_from_overrides
 from metricslam.config import load_config
 from metricslam.depth.priors import PRIOR_NAMES
@@ -82,24 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _prior_in_config(args: argparse.Namespace) -> bool:
-    """Whether --set or the --config file names the prior (load_config has already validated both)."""
-    if any(item.split("=", 1)[0].strip() == "prior.kind" for item in args.set):
-        return True
-    if args.config is None:
-        return False
-    data = yaml.safe_load(Path(args.config).read_text()) or {}
-    return isinstance(data.get("prior"), dict) and "kind" in data["prior"]
-
-
 def build_config(args: argparse.Namespace, preset: str | None = None, monocular: bool = False) -> SlamConfig:
     """Defaults, then the preset (its monocular part with ``monocular``), then --config, then --set, then the
     flags; the prior is 'none' unless chosen."""
     cfg = load_config(SlamConfig, args.config, args.set, base=preset_settings(preset, monocular) if preset else None)
     if args.prior is not None:
         cfg.prior.kind = args.prior
-    elif not _prior_in_config(args):
-        cfg.prior.kind = "none"
     kind = cfg.prior.kind
     if args.depth is not None and kind not in (*NEEDS_SEQUENCE_DEPTH, "folder"):
         raise InputError(f"--depth {args.depth} is not used by --prior {kind}; drop it, or use --prior sensor, "

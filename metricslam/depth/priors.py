@@ -25,7 +25,9 @@ NETWORK_PRIOR_WEIGHT = 0.02  # see PriorConfig.weight
 class PriorConfig:
     """Which depth prior feeds the BA and its options."""
 
-    kind: str = "simulated"  # sensor | folder | simulated | none | metric3d
+    # none: pure monocular, arbitrary scale. simulated is a stand-in for a network, made from the sequence's
+    # ground-truth depth (tests, benchmarks, the demo), so it is never the default.
+    kind: str = "none"  # sensor | folder | simulated | none | metric3d
     folder: str | None = None  # for kind=folder: depth maps named like the images (.png with scale, or .npy metres)
     depth_scale: float = 1000.0  # units per metre of PNG depth maps in the folder
     simulated: SimulatedPriorConfig = field(default_factory=SimulatedPriorConfig)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import yaml
+
+from metricslam.config import to_dict
 from metricslam.depth.priors import PriorConfig
 from metricslam.slam.ba import BAOptions
 from metricslam.slam.correspondence.classical import FlowConfig
@@ -107,3 +110,16 @@ class SlamConfig:
     # per-frame scale noise (about 4 %) starts to fight the flow.
     ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5, scale_anchor=0.005))
     prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves
+
+
+DEFAULT_CONFIG_HEADER = """\
+# SlamConfig written out (metricslam/slam/config.py and the component configs hold the meaning of every key).
+# Dataset files beside this one list only the keys they change; `metricslam run --config FILE` merges them onto
+# these defaults, and `--set key=value` overrides on top. Generated: after changing a default, run
+#   metricslam config --write configs/slam/default.yaml
+"""
+
+
+def default_config_yaml() -> str:
+    """The default SlamConfig as YAML (configs/slam/default.yaml), with a header on what it is."""
+    return DEFAULT_CONFIG_HEADER + yaml.safe_dump(to_dict(SlamConfig()), sort_keys=False)

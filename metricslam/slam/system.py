@@ -425,7 +425,9 @@ class Slam:
             kf_images=np.stack(store.rgb),
             intrinsics=self._camera,
             grid_intrinsics=self.grid_camera,
-            metric=bool(self.prior.metric),
+            # Metric only when a metric prior's depth reached a keyframe (a sensor prior on a sequence without depth
+            # images, or a prior that gave nothing, leaves the scale arbitrary).
+            metric=bool(self.prior.metric) and bool((store.prior_conf > 0).any()),
             prior=self.prior.name,
             kf_prior_depths=kf_priors,
             events=list(self.events),
