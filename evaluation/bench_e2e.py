@@ -3,8 +3,8 @@
     python evaluation/bench_e2e.py [--variants vit_small convnext_tiny] [--scenes hololens room]
                                    [--max-frames N] [--threads N] [--set KEY=VALUE ...] [--no-reference]
 
-Scenes: shared/data/hololens_000 (200 real frames, configs/slam/hololens.yaml) and a synthetic room of 300 frames
-at 512x384 (configs/slam/synthetic.yaml); ``--max-frames`` shortens both. Each run goes through the same code as
+Scenes: shared/data/hololens_000 (200 real frames, the handheld preset) and a synthetic room of 300 frames
+at 512x384 (SlamConfig's defaults, bench_slam's setting); ``--max-frames`` shortens both. Each run goes through the same code as
 ``metricslam run``: ``pipeline.track_sequence`` (reading overlapped with tracking) and ``Slam.finish``, with the
 prior built from ``PriorConfig`` like the CLI does. Reported per run:
 
@@ -35,8 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLOLENS = ROOT.parent / "shared" / "data" / "hololens_000"
-CONFIGS = ROOT / "configs" / "slam"
-SCENES = {"hololens": (200, "hololens.yaml"), "room": (300, "synthetic.yaml")}
+# Scene -> (frames, settings preset; None = SlamConfig's defaults).
+SCENES = {"hololens": (200, "handheld"), "room": (300, None)}
 ROOM_SIZE = (512, 384)
 
 
@@ -80,22 +80,30 @@ class NetworkClock:
         predictor.predict = timed
 
 
+def scene_config(scene: str, overrides: list[str]):
+    """The SLAM settings a scene runs with (its preset, or the defaults), then ``overrides``."""
+    from metricslam.config import load_config
+    from metricslam.slam.config import SlamConfig
+    from metricslam.slam.presets import preset_config
+
+    preset = SCENES[scene][1]
+    return load_config(SlamConfig, None, overrides) if preset is None else preset_config(preset, overrides)
+
+
 def run_single(scene: str, variant: str, frames: int, weights: str, overrides: list[str], threads: int | None) -> dict:
     """One end-to-end run in this process; returns its row."""
     import torch
     from bench_slam import PeakRSS
 
-    from metricslam.config import load_config
     from metricslam.depth.priors import make_prior
     from metricslam.metrics.trajectory import evaluate_trajectory
     from metricslam.pipeline import track_sequence
-    from metricslam.slam.config import SlamConfig
     from metricslam.slam.system import Slam
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(SlamConfig, CONFIGS / SCENES[scene][1],
-                      ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}", *overrides])
+    cfg = scene_config(scene, ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}",
+                               *overrides])
     seq = open_scene(scene, frames)
     prior = make_prior(cfg.prior)
     clock = NetworkClock(prior.predictor)
@@ -118,12 +126,9 @@ def run_reference(frames: int, overrides: list[str], threads: int | None) -> dic
     import torch
     from bench_slam import measure
 
-    from metricslam.config import load_config
-    from metricslam.slam.config import SlamConfig
-
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(SlamConfig, CONFIGS / SCENES["room"][1], ["prior.kind=simulated", *overrides])
+    cfg = scene_config("room", ["prior.kind=simulated", *overrides])
     row = measure("room", frames, ROOM_SIZE[0], ROOM_SIZE[1], cfg)
     return {"scene": "room", "variant": "precomputed simulated", "frames": row.frames, "keyframes": row.keyframes,
             "seconds": row.frames / row.fps, "fps": row.fps, "calls": 0, "transfers": None, "ms_call": None, "net_share": 0.0,
@@ -135,14 +140,12 @@ def warm_up(variant: str, weights: str, overrides: list[str]) -> dict:
     under $METRICSLAM_CACHE, so the runs load it like a user's second run would)."""
     import numpy as np
 
-    from metricslam.config import load_config
     from metricslam.depth.priors import make_prior
     from metricslam.geometry.camera import Intrinsics
     from metricslam.io.frame import Frame
-    from metricslam.slam.config import SlamConfig
 
-    cfg = load_config(SlamConfig, CONFIGS / SCENES["room"][1],
-                      ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}", *overrides])
+    cfg = scene_config("room", ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}",
+                                *overrides])
     start = time.perf_counter()
     prior = make_prior(cfg.prior)
     w, h = ROOM_SIZE

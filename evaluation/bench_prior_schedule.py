@@ -12,8 +12,8 @@ keyframes get a prior of their own, which a prior transferred by reprojection, a
 - schedule+worker: the same with the background worker (lag 2, the default on an accelerator)
 ``--set`` overrides apply to the two schedule rows.
 
-Scenes: synthetic room (300 frames, 512x384) and street (300 frames, 512x384) with configs/slam/synthetic.yaml,
-shared/data/hololens_000 (200 frames, configs/slam/hololens.yaml). Columns: keyframes, prior runs (keyframes that
+Scenes: synthetic room (300 frames, 512x384) and street (300 frames, 512x384) with SlamConfig's defaults,
+shared/data/hololens_000 (200 frames, the handheld preset). Columns: keyframes, prior runs (keyframes that
 ran the prior), transfers, ATE SE3 (m), scale error (1 - Sim3 scale, %), KITTI t_err (%, paths over 100 m),
 frames/s (wall clock, shared machine).
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from metricslam.config import load_config
+from metricslam.slam.presets import preset_config
 from metricslam.io.sequences import open_sequence
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.metrics.trajectory import evaluate_trajectory
@@ -37,8 +38,8 @@ from metricslam.slam.system import Slam
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLOLENS = ROOT.parent / "shared" / "data" / "hololens_000"
-CONFIGS = ROOT / "configs" / "slam"
-SCENES = {"room": (300, "synthetic.yaml"), "street": (300, "synthetic.yaml"), "hololens": (200, "hololens.yaml")}
+# Scene -> (frames, settings preset; None = SlamConfig's defaults).
+SCENES = {"room": (300, None), "street": (300, None), "hololens": (200, "handheld")}
 SETTINGS = {
     "every": ["prior.schedule=every", "prior.lag=0"],
     "schedule": ["prior.schedule=coverage", "prior.lag=0"],
@@ -54,7 +55,8 @@ def open_scene(scene: str, frames: int):
 
 def run(scene: str, frames: int, overrides: list[str]) -> dict:
     seq = open_scene(scene, frames)
-    cfg = load_config(SlamConfig, CONFIGS / SCENES[scene][1], ["prior.kind=simulated", *overrides])
+    preset, overrides = SCENES[scene][1], ["prior.kind=simulated", *overrides]
+    cfg = load_config(SlamConfig, None, overrides) if preset is None else preset_config(preset, overrides)
     loaded = [seq[i] for i in range(len(seq))]  # read or rendered outside the clock
     slam = Slam(cfg)
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
     python evaluation/bench_slam.py [--scenes room street] [--room-frames 300] [--street-frames 500]
                                     [--width 512 --height 384] [--threads N] [--set key=value ...] [--quick]
+                                    [--preset none|auto|handheld|driving]
 
 Frames are rendered, brought to the processing size (metricslam.slam.preprocess, as Slam does) and their simulated
 metric priors computed before the clock starts; the timed part is ``Slam.track`` for every frame plus
@@ -35,6 +36,7 @@ from metricslam.io.synthetic import SyntheticSequence
 from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.preprocess import prepare_frame, processing_camera
+from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
 from metricslam.slam.system import Slam
 
 
@@ -163,17 +165,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="SLAM config overrides")
+    parser.add_argument("--preset", choices=("none", "auto", *PRESETS), default="none",
+                        help="settings preset: none (SlamConfig's defaults, the budget setting), auto (each scene's "
+                             "own choice, as `metricslam run` makes it: handheld room, driving street) or a name")
     parser.add_argument("--quick", action="store_true", help="60 room and 120 street frames")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(SlamConfig, overrides=["prior.kind=simulated", *args.set])
+    overrides = ["prior.kind=simulated", *args.set]
     lengths = {"room": 60 if args.quick else args.room_frames, "street": 120 if args.quick else args.street_frames}
     rows = []
     for scene in args.scenes:
+        if args.preset == "none":
+            cfg = load_config(SlamConfig, overrides=overrides)
+        else:
+            seq = SyntheticSequence(scene, frames=lengths[scene], width=args.width, height=args.height, seed=0)
+            cfg = preset_config(resolve_preset(args.preset, seq).name, overrides)
         print(f"{scene}: rendering {lengths[scene]} frames and precomputing priors ...", flush=True)
         rows.append(measure(scene, lengths[scene], args.width, args.height, cfg))
-    print(f"\ntorch threads {torch.get_num_threads()}, device {resolve_device(cfg.device)}\n")
+    print(f"\ntorch threads {torch.get_num_threads()}, device {resolve_device(cfg.device)}, preset {args.preset}\n")
     print(table(rows))
 
 

@@ -55,6 +55,7 @@ from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import ate, scale_error
 from metricslam.slam.ba import BAOptions, dense_ba
 from metricslam.slam.config import SlamConfig
+from metricslam.slam.presets import preset_config
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.graph import EdgeCache, induced_distance
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
@@ -343,7 +344,7 @@ def _hololens(max_frames: int, overrides: list[str]):
     root = DATA / "hololens_000"
     if not root.is_dir():
         return None
-    cfg = load_config(SlamConfig, ROOT / "configs" / "slam" / "hololens.yaml", ["prior.kind=simulated", *overrides])
+    cfg = preset_config("handheld", ["prior.kind=simulated", *overrides])
     return build_problem("hololens_000", open_sequence(root), cfg, max_frames)
 
 

@@ -79,9 +79,10 @@ def test_run_without_prior_is_monocular_with_a_note(room, tmp_path, capsys):
 @pytest.mark.skipif(not HOLOLENS.is_dir(), reason="shared data folder hololens_000 not present")
 def test_run_hololens_sensor_prior(tmp_path, capsys):
     out = tmp_path / "holo"
-    config = Path(__file__).parents[1] / "configs/slam/hololens.yaml"
+    config = tmp_path / "small.yaml"
+    config.write_text("image_area: 24000\n")
     assert main(["run", str(HOLOLENS), "--out", str(out), "--prior", "sensor", "--end", "10", "--quiet", "--no-mesh",
-                 "--config", str(config), "--set", "image_area=24000"]) == 0
+                 "--config", str(config)]) == 0
     metrics = _check_outputs(out, 10)
     assert metrics["prior"] == "sensor" and metrics["metric"] is True
     gt = read_trajectory(out / "groundtruth_tum.txt", "tum")

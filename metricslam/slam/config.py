@@ -24,7 +24,7 @@ class TrackingConfig:
     # Keyframe spacing and iteration counts are set for speed at 384x512 (evaluation/bench_slam.py): filter and
     # keyframe thresholds 4.5 -> 6, tracking and window iters 3 -> 2, final global BA 6 -> 3 iters, PnP retry
     # below 60 -> 30 % confident: street 500 frames 8.6 -> 19+ frames/s, KITTI t_err 0.83 -> 0.79 %; room 300
-    # frames 21 -> 35 frames/s, ATE 1.6 -> 1.1 cm. Fast hand-held motion needs the denser setting (hololens.yaml).
+    # frames 21 -> 35 frames/s, ATE 1.6 -> 1.1 cm. Fast hand-held motion needs the denser setting (the handheld preset).
     filter_thresh: float = 6.0  # mean flow (grid px) to the last keyframe that makes a new keyframe
     iters: int = 2  # motion-only GN steps per frame
     min_confident: float = 0.1  # fraction of confident grid pixels below which tracking has failed
