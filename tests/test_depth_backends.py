@@ -108,3 +108,14 @@ def test_prior_cache_keys_cover_every_setting_that_changes_the_output():
     assert len(set(changed)) == len(changed) and base not in changed
     moved = Frame(0, 0.0, frame.rgb, Intrinsics(90.0, 90.0, 32, 24, 64, 48))
     assert Metric3DPrior(_predictor("convnext_tiny", state, (64, 96))).cache_key(moved) != base
+
+
+def test_prior_config_reaches_the_predictor(tmp_path):
+    from metricslam.depth.priors import PriorConfig, make_prior
+
+    file = tmp_path / "convtiny_hourglass_v1.pth"
+    torch.save(_seeded_state("convnext_tiny"), file)
+    prior = make_prior(PriorConfig(kind="metric3d", weights=str(file), input_size=(128, 256), backend="torch",
+                                   precision="bf16", device="cpu"))
+    p = prior.predictor
+    assert (p.variant, p.input_size, p.backend, p.precision) == ("convnext_tiny", (128, 256), "torch", "bf16")

@@ -120,7 +120,7 @@ class ScheduledPriors:
         else:
             self._pending.append(_Pending(frame.index, self.worker.submit(frame), self._count + self.lag))
             return self._interim(pose_cw)
-        if out is not None:
+        if out is not None and self.mode == "coverage":  # kept only as a transfer source
             self._priors[frame.index] = out
         return out
 
