@@ -33,7 +33,7 @@ setup(
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "psutil>=5.9", "ruff>=0.6", "mypy>=1.11"],
         "train": ["tensorboard>=2.14"],
         "viz": ["rerun-sdk>=0.23"],  # RecordingStream.set_time(timeline, sequence=...) API
-        "fast": ["openvino>=2024.4"],  # Metric3D forward on CPUs, about 5x torch (metricslam.depth.openvino_backend)
+        "fast": ["openvino>=2024.4"],  # Metric3D forward on CPUs, about 3x torch (metricslam.depth.openvino_backend)
     },
     entry_points={"console_scripts": ["metricslam=metricslam.cli:main"]},
 )

@@ -1,9 +1,11 @@
 """The Metric3D forward pass on OpenVINO's CPU runtime (optional: ``pip install openvino``, the [fast] extra).
 
-Why OpenVINO: on a 2-core AMD EPYC (AVX-512, VNNI, BF16) the converted vit_small at 616x1064 ran about 5x faster
-than the plain torch float32 forward of the same weights with the same float32 outputs (max relative depth
-difference below 1e-3; evaluation/bench_depth.py --backends measures both in one run); torch's own options gave
-less (bfloat16 autocast about 2.5x with errors of several per cent, channels-last nothing). The network is
+Why OpenVINO: on a 2-core AMD EPYC (AVX-512, VNNI, BF16) the converted vit_small at 616x1064 took 0.29x (backends
+taking turns in one process) to 0.3-0.5x (one per process) of the plain torch float32 forward of the same weights,
+with the same float32 outputs (max relative depth difference 5.7e-4; evaluation/bench_depth.py --backends).
+torch's own options gave less: channels-last nothing, bfloat16 autocast 0.4x in one measurement and slower in
+another, with large depth differences on random weights; the attention already runs fused
+(F.scaled_dot_product_attention). In bf16 OpenVINO took 0.19x. The network is
 converted once per (variant, weights, input size) from the torch module by tracing and saved as OpenVINO IR under
 the weights cache (``<cache>/openvino``), so later runs load it in seconds; random weights have no stable identity
 and are converted in memory every time. Inputs have a fixed shape (batch 1, the network input size).

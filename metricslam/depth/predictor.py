@@ -86,8 +86,8 @@ class Metric3DPredictor:
     build_metric3d(variant) by another network with the same forward contract.
 
     backend: 'torch', 'openvino' (CPU only; metricslam.depth.openvino_backend) or 'auto' (openvino on a CPU when
-    the package is installed, else torch). precision: 'fp32', or 'bf16' for about twice the CPU speed at a few
-    per cent of depth difference (on CUDA torch always runs mixed precision).
+    the package is installed, else torch). precision: 'fp32', or 'bf16': faster on CPUs with bfloat16 units, but
+    with 8-bit mantissas the depths differ from fp32 (on CUDA torch always runs mixed precision).
     """
 
     def __init__(

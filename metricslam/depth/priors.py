@@ -36,9 +36,9 @@ class PriorConfig:
     input_size: tuple[int, int] | None = None  # for kind=metric3d: network input (H, W); None = official size
     cache_dir: str | None = None  # for kind=metric3d: where predictions are cached for reruns
     device: str | None = None  # for kind=metric3d: None = CUDA if available else CPU
-    # for kind=metric3d: the forward pass. auto = OpenVINO on a CPU when installed (about 5x torch's speed there,
-    # same float32 outputs; metricslam.depth.openvino_backend), else torch. precision bf16: about 2x faster on
-    # CPUs with bfloat16 units, depths a few per cent different from fp32.
+    # for kind=metric3d: the forward pass. auto = OpenVINO on a CPU when installed (vit_small in 0.3-0.5x of
+    # torch's time there, same float32 outputs; metricslam.depth.openvino_backend), else torch. precision bf16:
+    # faster on CPUs with bfloat16 units (OpenVINO vit_small 0.19x of torch fp32), depths differ from fp32.
     backend: str = "auto"  # auto | torch | openvino
     precision: str = "fp32"  # fp32 | bf16
     # Per-pixel trust in the BA, as a factor on BAOptions.alpha (DROID's RGB-D weight). None = the prior's own:
