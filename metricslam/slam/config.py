@@ -114,8 +114,8 @@ class SlamConfig:
 
 DEFAULT_CONFIG_HEADER = """\
 # SlamConfig written out (metricslam/slam/config.py and the component configs hold the meaning of every key).
-# Dataset files beside this one list only the keys they change; `metricslam run --config FILE` merges them onto
-# these defaults, and `--set key=value` overrides on top. Generated: after changing a default, run
+# Presets (metricslam/assets/presets) and --config files list only the keys they change; `metricslam run` merges
+# them onto these defaults, and `--set key=value` overrides on top. Generated: after changing a default, run
 #   metricslam config --write configs/slam/default.yaml
 """
 
