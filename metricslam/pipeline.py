@@ -275,7 +275,7 @@ class LiveView:
 
     def update(self, slam: Slam, frame: Frame) -> None:
         store, record = slam.store, slam.records[-1]
-        pose_cw = record.rel @ store.poses[store.index_of(record.ref_uid)]
+        pose_cw = record.pose_cw(store)
         self.logger.log_frame_pose(frame.index, frame.timestamp, se3.inverse(pose_cw).cpu().numpy(),
                                    image=frame.rgb, intrinsics=frame.intrinsics)
         uids = [int(u) for u in store.uid.tolist()]

@@ -10,13 +10,7 @@ from metricslam.slam.correspondence.droid import LocalCorr, VolumeCorr, build_co
 LEVELS, RADIUS = 4, 3
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: threads only add overhead, and on a shared 2-core machine OpenMP spinning makes it 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 def random_case(n=3, c=32, h=13, w=19, seed=0):

@@ -18,13 +18,7 @@ from shared_paths import SPEC as SPEC_DIR
 SPEC = SPEC_DIR / "droid_net_state_dict.tsv"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: threads only add overhead, and on a shared 2-core machine OpenMP spinning makes it 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from metricslam.depth.models.convnext import LayerNorm2d
 from metricslam.depth.models.hourglass import conv_bn, depth_bins
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.errors import InputError
+from random_models import random_model_fixtures
 from spec_keys import METRIC3D_SPEC_FILES, assert_matches_spec, read_spec
 
 # Independent of the spec files: tensor counts, and parameter counts of the published ConvNeXt-T / -L
@@ -33,23 +34,7 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
         model.depth_model.decoder.depth_regressor_2[3].weight.mul_(20.0)  # peaked, input-dependent bin choice
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_metric3d("convnext_tiny").eval()
-    randomise(m, 3)
-    return m
-
-
-@pytest.fixture(scope="module")
-def image():
-    return torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(11))
-
-
-@pytest.fixture(scope="module")
-def outputs(model, image):
-    with torch.no_grad():
-        return model(image)
+model, image, outputs = random_model_fixtures("convnext_tiny", lambda m: randomise(m, 3), 11, (2, 3, H, W))
 
 
 @pytest.mark.parametrize("variant", ["convnext_tiny", "convnext_large"])

@@ -10,6 +10,7 @@ from metricslam.depth.models.dinov2 import DinoVisionTransformer
 from metricslam.depth.models.metric3d import build_metric3d
 from metricslam.depth.models.vit_raft_dpt import SIZE_MULTIPLE, VIT_CONFIGS, DinoRaftDPT
 from metricslam.errors import MetricSlamError
+from random_models import random_model_fixtures
 from spec_keys import METRIC3D_SPEC_FILES, VIT_TRAINING_ONLY_KEY, assert_matches_spec, read_spec
 
 VARIANTS = ("vit_small", "vit_large", "vit_giant2")
@@ -30,23 +31,7 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
         model.depth_model.decoder.depth_regressor[2].weight.mul_(10.0)
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_metric3d("vit_small").eval()
-    randomise(m, 1)
-    return m
-
-
-@pytest.fixture(scope="module")
-def image():
-    return torch.randn(2, 3, H, W, generator=torch.Generator().manual_seed(5))
-
-
-@pytest.fixture(scope="module")
-def outputs(model, image):
-    with torch.inference_mode():
-        return model(image)
+model, image, outputs = random_model_fixtures("vit_small", lambda m: randomise(m, 1), 5, (2, 3, H, W))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -17,7 +17,7 @@ import numpy as np
 from metricslam.depth.cstm import focal_length
 from metricslam.depth.loading import load_predictor
 from metricslam.depth.predictor import Metric3DPredictor
-from metricslam.depth.priors import NETWORK_PRIOR_WEIGHT
+from metricslam.depth.prior_protocol import NETWORK_PRIOR_WEIGHT
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import atomic_path
 from metricslam.io.frame import Frame

@@ -8,17 +8,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from metricslam.depth.prior_protocol import NETWORK_PRIOR_WEIGHT, DepthPrior
 from metricslam.depth.simulated import SimulatedMetricDepth, SimulatedPriorConfig
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.io.frame import Frame
 from metricslam.io.images import read_depth, resize_depth
 
 PRIOR_NAMES = ("sensor", "folder", "simulated", "none", "metric3d")
-NETWORK_PRIOR_WEIGHT = 0.02  # see PriorConfig.weight
 
 
 @dataclass
@@ -61,14 +60,6 @@ class PriorConfig:
     # 2 for metric3d on an accelerator (the forward overlaps tracking), else 0 (on a CPU the forward already uses
     # every core, and late priors cost accuracy: metricslam.slam.prior_schedule.resolve_schedule).
     lag: int | None = None
-
-
-class DepthPrior(Protocol):
-    name: str
-    metric: bool
-    ba_weight: float  # default PriorConfig.weight of this prior
-
-    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray] | None: ...
 
 
 class NoPrior:

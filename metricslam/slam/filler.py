@@ -27,6 +27,10 @@ class FrameRecord:
     targets: torch.Tensor | None = None
     weights: torch.Tensor | None = None
 
+    def pose_cw(self, store: KeyframeStore) -> torch.Tensor:
+        """T_cw with the reference keyframe's current pose."""
+        return self.rel @ store.poses[store.index_of(self.ref_uid)]
+
 
 def reanchor(records: list[FrameRecord], store: KeyframeStore, removed: int, new_ref: int) -> None:
     """Move frames that referenced keyframe index ``removed`` (still in the store) to keyframe ``new_ref``."""

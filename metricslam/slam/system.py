@@ -269,7 +269,7 @@ class Slam:
     def _predict(self, k: int) -> torch.Tensor:
         """Constant-velocity guess of the new frame's T_cw from the last two frames."""
         recent = [r for r in self.records[-2:]]
-        poses = [r.rel @ self.store.poses[self.store.index_of(r.ref_uid)] for r in recent]
+        poses = [r.pose_cw(self.store) for r in recent]
         if len(poses) < 2:
             return poses[-1]
         return se3.orthonormalise(poses[1] @ se3.inverse(poses[0]) @ poses[1])

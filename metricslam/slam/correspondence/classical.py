@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from metricslam.errors import MetricSlamError
+from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.refine import PatchRefineConfig, refine_targets
 
 PRESETS = {
@@ -93,8 +94,7 @@ def _warp(img: np.ndarray, map_xy: np.ndarray) -> np.ndarray:
 def _pixel_grid(height: int, width: int, step: int = 1) -> np.ndarray:
     """(ceil(H/step), ceil(W/step), 2) float32 coordinates (x, y) of every ``step``-th pixel; cached because
     every flow of a run has the same size."""
-    ys, xs = np.mgrid[0:height:step, 0:width:step].astype(np.float32)
-    grid = np.stack([xs, ys], axis=-1)
+    grid = (pixel_grid(-(-height // step), -(-width // step)) * step).numpy()
     grid.flags.writeable = False
     return grid
 

@@ -17,6 +17,7 @@ fractional offset all 49 positions share, as the upstream CUDA kernels do.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
@@ -117,12 +118,15 @@ def _edge_index(index: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(index, device=device).reshape(-1).long()
 
 
-def _check_edges(fmaps: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -> None:
+def _checked_edges(fmaps: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge frame indices ii, jj as long tensors on the features' device, checked against ``fmaps`` (N, ...)."""
+    ii, jj = _edge_index(ii, fmaps.device), _edge_index(jj, fmaps.device)
     if ii.shape != jj.shape or ii.dim() != 1:
         raise ValueError(f"ii and jj must be 1-D and equally long, got {tuple(ii.shape)} and {tuple(jj.shape)}")
     n = fmaps.shape[0]
     if len(ii) and (min(ii.min(), jj.min()) < 0 or max(ii.max(), jj.max()) >= n):
         raise ValueError(f"edge frame indices must lie in [0, {n}) (one feature map per frame)")
+    return ii, jj
 
 
 def _check_coords(coords: torch.Tensor, edges: int, grid_hw: tuple[int, int]) -> None:
@@ -130,22 +134,20 @@ def _check_coords(coords: torch.Tensor, edges: int, grid_hw: tuple[int, int]) ->
         raise ValueError(f"coords must have shape {(edges, *grid_hw, 2)}, got {tuple(coords.shape)}")
 
 
+@dataclass(eq=False)
 class VolumeCorr:
     """Stored all-pairs correlation pyramid per edge: ``volumes[l]`` is (E, h*w, h_l*w_l), already scaled."""
 
-    def __init__(self, volumes: list[torch.Tensor], grid_hw: tuple[int, int], level_hw: list[tuple[int, int]],
-                 radius: int = RADIUS):
-        self.volumes = volumes
-        self.grid_hw = grid_hw
-        self.level_hw = level_hw
-        self.radius = radius
+    volumes: list[torch.Tensor]
+    grid_hw: tuple[int, int]
+    level_hw: list[tuple[int, int]]
+    radius: int = RADIUS
 
     @classmethod
     def build(cls, fmaps: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, levels: int = LEVELS,
               radius: int = RADIUS) -> VolumeCorr:
         """Volumes for edges ii[e] -> jj[e] from per-frame features ``fmaps`` (N, C, h, w)."""
-        ii, jj = _edge_index(ii, fmaps.device), _edge_index(jj, fmaps.device)
-        _check_edges(fmaps, ii, jj)
+        ii, jj = _checked_edges(fmaps, ii, jj)
         pyramid = feature_pyramid(fmaps, levels)
         f1 = fmaps[ii].flatten(2).transpose(1, 2) * SCALE  # (E, h*w, C)
         # Pooling the volume over the second image equals the volume with the pooled second feature map.
@@ -179,6 +181,7 @@ class VolumeCorr:
         return sum(v.numel() * v.element_size() for v in self.volumes)
 
 
+@dataclass(eq=False)
 class LocalCorr:
     """On-the-fly local correlation: per-frame feature pyramids plus edge indices, no stored volumes.
 
@@ -190,25 +193,25 @@ class LocalCorr:
       features with the square's; otherwise the 64 neighbour feature vectors of every query are gathered.
     """
 
-    def __init__(self, pyramid: list[torch.Tensor], ii: torch.Tensor, jj: torch.Tensor, radius: int = RADIUS,
-                 chunk_elements: int = 1 << 24, tile: int = 8, patch: int = 20):
-        if patch < 2 * radius + 1 + tile:
-            raise ValueError(f"patch {patch} cannot hold the windows of a {tile}x{tile} tile at radius {radius}")
-        self.pyramid = pyramid
-        self.ii = ii
-        self.jj = jj
-        self.radius = radius
-        self.chunk_elements = chunk_elements
-        self.tile = tile
-        self.patch = patch
+    pyramid: list[torch.Tensor]
+    ii: torch.Tensor
+    jj: torch.Tensor
+    radius: int = RADIUS
+    chunk_elements: int = 1 << 24
+    tile: int = 8
+    patch: int = 20
+
+    def __post_init__(self) -> None:
+        if self.patch < 2 * self.radius + 1 + self.tile:
+            raise ValueError(f"patch {self.patch} cannot hold the windows of a {self.tile}x{self.tile} tile at "
+                             f"radius {self.radius}")
 
     @classmethod
     def build(cls, fmaps: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, levels: int = LEVELS,
               radius: int = RADIUS, **options: int) -> LocalCorr:
         """Lookup for edges ii[e] -> jj[e] over per-frame features ``fmaps`` (N, C, h, w); ``options`` go to
         the constructor (chunk_elements, tile, patch)."""
-        ii, jj = _edge_index(ii, fmaps.device), _edge_index(jj, fmaps.device)
-        _check_edges(fmaps, ii, jj)
+        ii, jj = _checked_edges(fmaps, ii, jj)
         # Channels-last rows so that gathers read contiguous feature vectors.
         pyramid = [p.permute(0, 2, 3, 1).contiguous() for p in feature_pyramid(fmaps, levels)]
         return cls(pyramid, ii, jj, radius, **options)
