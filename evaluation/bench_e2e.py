@@ -2,6 +2,7 @@
 
     python evaluation/bench_e2e.py [--variants vit_small convnext_tiny] [--scenes hololens room]
                                    [--max-frames N] [--threads N] [--set KEY=VALUE ...] [--no-reference]
+                                   [--baseline] [--work DIR]
 
 Scenes: shared/data/hololens_000 (200 real frames, the handheld preset) and a synthetic room of 300 frames
 at 512x384 (SlamConfig's defaults, bench_slam's setting); ``--max-frames`` shortens both. Each run goes through the same code as
@@ -38,6 +39,8 @@ HOLOLENS = ROOT.parent / "shared" / "data" / "hololens_000"
 # Scene -> (frames, settings preset; None = SlamConfig's defaults).
 SCENES = {"hololens": (200, "handheld"), "room": (300, None)}
 ROOM_SIZE = (512, 384)
+# How the prior ran before PriorConfig's schedule, lag and backend: the network on every keyframe, torch float32.
+BASELINE = ["prior.schedule=every", "prior.lag=0", "prior.backend=torch", "prior.precision=fp32"]
 
 
 def random_checkpoint(variant: str, folder: Path) -> Path:
@@ -186,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="SLAM config overrides for every run, e.g. prior.input_size=[308,532]")
     p.add_argument("--no-reference", action="store_true", help="skip the precomputed-prior room row")
+    p.add_argument("--baseline", action="store_true",
+                   help="after each run, the same run as the code before the schedule and backends ran it (every "
+                        "keyframe, torch float32, in line): before and after under the same machine load")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--work", default=None, metavar="DIR",
                    help="keep the random checkpoints and exported networks here for later runs (default: a "
@@ -224,12 +230,16 @@ def main(argv: list[str] | None = None) -> int:
             frames = min(SCENES[scene][0], args.max_frames or SCENES[scene][0])
             for variant in args.variants:
                 weights = random_checkpoint(variant, Path(folder))
-                row = in_subprocess(["--single", scene, variant, str(frames), str(weights), *common], folder)
-                row.setdefault("scene", scene)
-                row.setdefault("variant", variant)
-                rows.append(row)
-                print(f"| {scene} | {variant} | failed: {row['error']} |" if "error" in row else format_row(row),
-                      flush=True)
+                runs = [(variant, common)]
+                if args.baseline:
+                    runs.append((f"{variant} (baseline)", [*common, "--set", *BASELINE]))
+                for label, options in runs:
+                    row = in_subprocess(["--single", scene, variant, str(frames), str(weights), *options], folder)
+                    row.setdefault("scene", scene)
+                    row["variant"] = label
+                    rows.append(row)
+                    print(f"| {scene} | {label} | failed: {row['error']} |" if "error" in row else format_row(row),
+                          flush=True)
             if scene == "room" and not args.no_reference:
                 row = in_subprocess(["--reference", str(frames), *common], folder)
                 rows.append(row)
