@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from metricslam.config import load_config
-from metricslam.slam.presets import preset_config
 from metricslam.io.sequences import open_sequence
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
+from metricslam.slam.presets import preset_config
 from metricslam.slam.prior_schedule import DEFAULT_NETWORK_LAG
 from metricslam.slam.system import Slam
 

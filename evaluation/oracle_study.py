@@ -55,10 +55,10 @@ from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import ate, scale_error
 from metricslam.slam.ba import BAOptions, dense_ba
 from metricslam.slam.config import SlamConfig
-from metricslam.slam.presets import preset_config
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.graph import EdgeCache, induced_distance
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
+from metricslam.slam.presets import preset_config
 from metricslam.slam.video import KeyframeStore
 
 ROOT = Path(__file__).resolve().parents[1]
