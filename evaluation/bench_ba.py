@@ -3,14 +3,14 @@
     python evaluation/bench_ba.py [--sizes 8 10 16 32 64] [--grid 48 64] [--dense-grid 12 16] [--dense-max 32]
                                   [--threads N]
 
-Problems come from metricslam.slam.factors.synthetic_problem (about 6 edges per keyframe, float32 state,
+Problems come from metricslam.testing.ba_problems.synthetic_problem (about 6 edges per keyframe, float32 state,
 noisy targets and priors, perturbed start). Every measurement runs in a fresh Python process that loads the
 saved problem, records its peak resident set size (getrusage ru_maxrss), runs the steps, and reports the growth
 of that peak: the extra memory one step needs beyond its inputs. Times are medians over --steps steps after one
 warm-up step; 'cpu' is the process CPU time of a step (all threads), which is less disturbed than wall time when
 other jobs share the machine.
 
-The dense reference (ba.dense_reference_step) builds the full (6K + K h w)^2 normal equations: at 48x64 that is
+The dense reference (metricslam.testing.ba_reference.dense_reference_step) builds the full (6K + K h w)^2 normal equations: at 48x64 that is
 already 4.8 GB for 8 keyframes, so it is measured on the smaller --dense-grid (where the Schur solver is measured
 too, for a like-for-like ratio) and its 48x64 time is extrapolated with the O(N^3) cost of the dense Cholesky.
 Sizes above --dense-max are extrapolated the same way from the largest measured size. Extrapolated cells are
@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 from metricslam.geometry import se3
-from metricslam.slam.ba import BAOptions, dense_ba, dense_reference_step
-from metricslam.slam.factors import BAProblem, synthetic_problem
+from metricslam.slam.ba import BAOptions, dense_ba
+from metricslam.testing.ba_problems import BAProblem, synthetic_problem
+from metricslam.testing.ba_reference import dense_reference_step
 
 
 def _peak_rss_mb() -> float:

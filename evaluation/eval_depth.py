@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from metricslam.cli.depth import add_model_args, predictor_from_args
+from metricslam.cli._depth_options import add_model_args, predictor_from_args
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.atomic import write_text_atomic

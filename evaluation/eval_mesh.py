@@ -34,10 +34,10 @@ from metricslam.mapping.cloud import CloudConfig, consistent_cloud
 from metricslam.mapping.depthmaps import KeyframeDepthConfig
 from metricslam.mapping.export import CLOUD_FILE, MESH_FILE
 from metricslam.mapping.measure import geometry_points, map_scores
-from metricslam.mapping.oracle import oracle_reconstruction
 from metricslam.mapping.tsdf import TSDFConfig, fuse_reconstruction
 from metricslam.metrics.trajectory import align
 from metricslam.slam.reconstruction import Reconstruction
+from metricslam.testing.oracle import oracle_reconstruction
 
 ORACLE_PRIORS = ("sensor", "simulated")
 SOURCES = ("ba", "prior", "both")

@@ -31,7 +31,7 @@ def oracle_room() -> Callable[..., tuple[SyntheticSequence, Reconstruction]]:
     for the session, so several reconstructions of one rendering cost one rendering."""
     # Imported here: the renderer pulls in Open3D, which most test files never need.
     from metricslam.io.synthetic import SyntheticSequence
-    from metricslam.mapping.oracle import oracle_reconstruction
+    from metricslam.testing.oracle import oracle_reconstruction
 
     rendered: dict[tuple[int, int, int, int], tuple[SyntheticSequence, list[Frame]]] = {}
 

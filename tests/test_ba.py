@@ -10,8 +10,9 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.projective import reproject
 from metricslam.slam import ba, pose_system
-from metricslam.slam.ba import BAOptions, dense_ba, dense_reference_step, gauss_newton_step, refine_pose
-from metricslam.slam.factors import BAProblem, synthetic_problem, window_edges
+from metricslam.slam.ba import BAOptions, dense_ba, gauss_newton_step, refine_pose
+from metricslam.testing.ba_problems import BAProblem, synthetic_problem, window_edges
+from metricslam.testing.ba_reference import dense_reference_step
 
 F64 = torch.float64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -18,7 +18,6 @@ from metricslam.errors import InputError, MetricSlamError
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import read_trajectory
 from metricslam.mapping.export import MappingConfig
-from metricslam.mapping.oracle import oracle_reconstruction
 from metricslam.pipeline import (
     format_summary,
     map_reconstruction,
@@ -30,6 +29,7 @@ from metricslam.pipeline import (
 from metricslam.slam.config import SlamConfig, default_config_yaml
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.system import Slam
+from metricslam.testing.oracle import oracle_reconstruction
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "slam"
 METRIC_KEYS = ("ate_se3_rmse_m", "ate_sim3_rmse_m", "sim3_scale", "rpe_trans_rmse_m", "num_frames", "num_keyframes",

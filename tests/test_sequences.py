@@ -13,6 +13,7 @@ from metricslam.errors import InputError
 from metricslam.geometry import se3
 from metricslam.geometry.calibration import read_sensor_yaml
 from metricslam.geometry.camera import Intrinsics
+from metricslam.io.images import list_images
 from metricslam.io.sequences import Sequence, detect_layout, open_sequence
 from metricslam.io.sequences.association import associate_nearest, interpolate_poses
 from metricslam.io.sequences.tum import FREIBURG
@@ -362,6 +363,25 @@ def test_plain_folder_of_images(tmp_path):
     seq = open_sequence(tmp_path / "shots")
     assert len(seq) == 3 and not seq.has_depth and not seq.has_gt and seq.gt_trajectory() is None
     np.testing.assert_array_equal(seq[2].rgb, images[2])
+
+
+def test_every_image_suffix_the_depth_command_takes_is_a_sequence_frame(tmp_path):
+    """One suffix list for single images and sequences: a folder of .bmp frames opens as a sequence."""
+    folder = tmp_path / "bmps"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (30, 40, 3), dtype=np.uint8) for _ in range(2)]
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.bmp"), rgb[..., ::-1])
+    (folder / "calib.txt").write_text("35 35 20 15\n")
+    assert list_images(folder) == [folder / "000.bmp", folder / "001.bmp"]
+    seq = open_sequence(folder)
+    assert len(seq) == 2
+    np.testing.assert_array_equal(seq[1].rgb, frames[1])
+    (tmp_path / "empty").mkdir()
+    assert list_images(tmp_path / "empty", required=False) == []
+    with pytest.raises(InputError, match=r"no images \(.png, .jpg, .jpeg, .bmp"):
+        list_images(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------- video

@@ -1,7 +1,4 @@
-"""``metricslam depth``: metric depth, confidence, normals and a coloured point cloud for images.
-
-Also holds the model and intrinsics options shared by ``metricslam measure`` and evaluation/eval_depth.py.
-"""
+"""``metricslam depth``: metric depth, confidence, normals and a coloured point cloud for images."""
 from __future__ import annotations
 
 import argparse
@@ -13,92 +10,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from metricslam.depth.camera_guess import CameraGuess, intrinsics_for_image
-from metricslam.depth.loading import load_predictor
-from metricslam.depth.predictor import DepthPrediction, Metric3DPredictor
+from metricslam.cli._depth_options import add_intrinsics_args, add_model_args, load_image, predictor_from_args
+from metricslam.depth.camera_guess import CameraGuess
+from metricslam.depth.predictor import DepthPrediction
 from metricslam.errors import InputError
 from metricslam.geometry.camera import Intrinsics
-from metricslam.geometry.projective import pixel_grid, unproject
+from metricslam.geometry.projective import backproject
 from metricslam.io.atomic import atomic_path, write_text_atomic
-from metricslam.io.images import read_rgb, write_depth_png, write_rgb
+from metricslam.io.images import IMAGE_SUFFIXES, list_images, write_depth_png, write_rgb
 from metricslam.io.ply import write_ply
 from metricslam.io.run_dir import OutputLayout, RunDir
 from metricslam.io.sequences import open_sequence
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, metavar="FILE|NAME",
-                   help="checkpoint file (official or from `metricslam train`), or a name from `metricslam weights list`")
-    p.add_argument("--variant", default=None, metavar="NAME",
-                   help="model variant; read from a `metricslam train` checkpoint, inferred from an official file name")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size (smaller is faster; rounded to a valid multiple); default official")
-    p.add_argument("--focal", choices=("fx", "mean"), default="fx",
-                   help="focal length of the de-canonical transform: fx (default) or (fx + fy) / 2")
-    p.add_argument("--device", default=None, metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto, CUDA "
-                   "if available)")
-
-
-def add_intrinsics_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fx", type=float, default=None, metavar="PX", help="focal length in pixels (of the image as given)")
-    p.add_argument("--fy", type=float, default=None, metavar="PX", help="default: fx")
-    p.add_argument("--cx", type=float, default=None, metavar="PX", help="default: width / 2")
-    p.add_argument("--cy", type=float, default=None, metavar="PX", help="default: height / 2")
-    p.add_argument("--calib", default=None, metavar="FILE", help="calibration file (fx fy cx cy [dist], K.txt, "
-                   "sensor.yaml, ...)")
-    p.add_argument("--sensor-width-mm", type=float, default=None, metavar="MM",
-                   help="sensor long side in mm, used with the EXIF focal length when EXIF lacks the 35 mm value")
-
-
-def predictor_from_args(args: argparse.Namespace) -> Metric3DPredictor:
-    return load_predictor(args.weights, args.variant, device=args.device, input_size=args.input_size,
-                          focal_mode=args.focal)
-
-
-def load_image(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, CameraGuess]:
-    """The image (undistorted when the calibration has distortion) and its intrinsics."""
-    rgb = read_rgb(path)
-    h, w = rgb.shape[:2]
-    guess = intrinsics_for_image(path, w, h, calib=args.calib, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy,
-                                 sensor_width_mm=args.sensor_width_mm)
-    K = guess.intrinsics
-    if K.is_distorted:
-        rgb = cv2.undistort(rgb, K.K, np.asarray(K.dist_coeffs, dtype=np.float64))
-        guess = CameraGuess(K.undistorted(), guess.source)
-    return rgb, guess
-
-
-def backproject(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """HxWx3 camera-frame points (metres) of every pixel of a depth map."""
-    rays = unproject(pixel_grid(*depth.shape), torch.zeros(()), intrinsics.params)[..., :3]
-    return (rays * torch.from_numpy(depth.astype(np.float32))[..., None]).numpy()
-
-
-def colorize_depth(depth: np.ndarray, bar_width: int = 60) -> np.ndarray:
-    """RGB turbo rendering of depth (near = blue, far = red, invalid = black) with a labelled colour bar."""
-    import matplotlib
-
-    lut = (matplotlib.colormaps["turbo"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    valid = depth > 0
-    lo, hi = (float(depth[valid].min()), float(depth[valid].max())) if valid.any() else (0.0, 1.0)
-    hi = max(hi, lo + 1e-6)
-    index = np.clip((depth - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    image = lut[index]
-    image[~valid] = 0
-    h = depth.shape[0]
-    ramp = np.linspace(255, 0, h).astype(np.uint8)  # far at the top
-    bar = np.zeros((h, bar_width, 3), dtype=np.uint8)
-    bar[:, : bar_width // 3] = lut[ramp][:, None]
-    scale = max(0.3, h / 900)
-    for text, y in ((f"{hi:.1f}m", int(14 * scale * 2)), (f"{lo:.1f}m", h - 6)):
-        cv2.putText(bar, text, (bar_width // 3 + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
-    return np.concatenate([image, bar], axis=1)
+from metricslam.viz.depth_image import colorize_depth
 
 
 @dataclass
@@ -115,8 +40,7 @@ def image_files(path: Path) -> list[Path] | None:
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return files or None
+        return list_images(path, required=False) or None
     return None
 
 

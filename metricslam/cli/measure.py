@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metricslam.cli.depth import add_intrinsics_args, add_model_args, backproject, load_image, predictor_from_args
+from metricslam.cli._depth_options import add_intrinsics_args, add_model_args, load_image, predictor_from_args
 from metricslam.errors import InputError
+from metricslam.geometry.projective import backproject
 
 
 def parse_point(text: str) -> tuple[float, float]:

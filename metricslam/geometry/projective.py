@@ -12,11 +12,15 @@ Jacobians (tangent [t, w], left perturbation T <- exp(xi) T, as in metricslam.ge
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from metricslam.geometry import se3
+
+if TYPE_CHECKING:
+    from metricslam.geometry.camera import Intrinsics
 
 # DROID-SLAM's MIN_DEPTH: correspondences whose point lands closer than a quarter of its source depth are dropped.
 MIN_DEPTH = 0.25
@@ -149,3 +153,9 @@ def reproject(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intri
     Jd = depth_jacobian(Xj, T_ij[:, :3, 3], intrinsics, dim=1).transpose(1, 2).reshape(E, h, w, 2)
     Ji = -Jj @ se3.adjoint(T_ij)[:, None, None]
     return coords, valid, Ji, Jj, Jd
+
+
+def backproject(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """HxWx3 camera-frame points (metres) of every pixel of a depth map."""
+    rays = unproject(pixel_grid(*depth.shape), torch.zeros(()), intrinsics.params)[..., :3]
+    return (rays * torch.from_numpy(depth.astype(np.float32))[..., None]).numpy()

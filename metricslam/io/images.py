@@ -13,6 +13,23 @@ from metricslam.io.atomic import atomic_path
 MAX_UINT16 = 65535
 
 
+# Still-image files the readers take (OpenCV decodes them all).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: Path, required: bool = True) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name. With ``required``, an InputError when the folder is
+    missing or holds none; otherwise an empty list."""
+    if not folder.is_dir():
+        if not required:
+            return []
+        raise InputError(f"{folder}: image folder not found; check the path")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths and required:
+        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; point to a folder "
+                         "holding the frames")
+    return paths
+
 def read_depth(path: str | os.PathLike, scale: float = 1000.0) -> np.ndarray:
     """Depth in metres (float32, 0 = invalid) from a 16-bit PNG (value / scale) or a .npy file (metres)."""
     path = Path(path)

@@ -14,8 +14,9 @@ import numpy as np
 
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_sensor_yaml
+from metricslam.io.images import list_images
 from metricslam.io.sequences.association import poses_for_frames
-from metricslam.io.sequences.recorded import ImageFiles, SequenceData, image_size, list_images
+from metricslam.io.sequences.recorded import ImageFiles, SequenceData, image_size
 from metricslam.io.trajectory import Trajectory, read_trajectory
 
 

@@ -15,12 +15,12 @@ import numpy as np
 
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_calibration
+from metricslam.io.images import list_images
 from metricslam.io.sequences.association import poses_for_frames
 from metricslam.io.sequences.recorded import (
     ImageFiles,
     SequenceData,
     image_size,
-    list_images,
     match_depth_folder,
     read_timestamps,
 )

@@ -14,7 +14,8 @@ import numpy as np
 
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_calibration, read_kitti_projections
-from metricslam.io.sequences.recorded import ImageFiles, SequenceData, image_size, list_images, read_timestamps
+from metricslam.io.images import list_images
+from metricslam.io.sequences.recorded import ImageFiles, SequenceData, image_size, read_timestamps
 from metricslam.io.trajectory import read_trajectory
 
 FPS = 10.0

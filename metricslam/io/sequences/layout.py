@@ -9,12 +9,12 @@ from metricslam.depth.camera_guess import guess_sequence_camera
 from metricslam.errors import InputError
 from metricslam.geometry.calibration import read_calibration
 from metricslam.geometry.camera import Intrinsics
+from metricslam.io.images import IMAGE_SUFFIXES
 from metricslam.io.sequences.association import poses_for_frames
 from metricslam.io.sequences.euroc import mav_folder, read_euroc
 from metricslam.io.sequences.folder import read_folder
 from metricslam.io.sequences.kitti import image_folder, read_kitti
 from metricslam.io.sequences.recorded import (
-    IMAGE_SUFFIXES,
     ImageFiles,
     RecordedSequence,
     Resize,

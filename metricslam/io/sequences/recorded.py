@@ -21,7 +21,6 @@ from metricslam.io.images import read_depth, read_rgb
 from metricslam.io.sequences.base import Sequence
 from metricslam.io.trajectory import Trajectory
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_SUFFIXES = (".png", ".npy")
 
 Resize = tuple[int, int] | int | float | None
@@ -79,16 +78,6 @@ class SequenceData:
     depths: list[Path | None] | None = None
     depth_scale: float = 1000.0
     poses: np.ndarray | None = None
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder sorted by name; InputError when there are none."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: image folder not found; check the path")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise InputError(f"{folder}: no images (.png, .jpg) in this folder; point to a folder holding the frames")
-    return paths
 
 
 def image_size(source: FrameSource) -> tuple[int, int]:
