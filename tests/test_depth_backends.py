@@ -35,6 +35,7 @@ def _predictor(variant: str, state, size, **kw) -> Metric3DPredictor:
     return Metric3DPredictor(variant, state, device="cpu", input_size=size, **kw)
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("variant, size", [("vit_small", (112, 196)), ("convnext_tiny", (128, 256))])
 def test_openvino_reproduces_the_torch_float32_forward(variant, size, tmp_path, monkeypatch):
@@ -89,6 +90,7 @@ def test_openvino_is_refused_off_the_cpu(monkeypatch):
         resolve_backend("openvino", torch.device("cuda"))
 
 
+@pytest.mark.slow
 def test_prior_cache_keys_cover_every_setting_that_changes_the_output():
     state = _seeded_state("convnext_tiny")
     frame = Frame(0, 0.0, _image(48, 64), Intrinsics(70.0, 70.0, 32, 24, 64, 48))

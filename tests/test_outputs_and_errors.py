@@ -169,6 +169,7 @@ def test_depth_refuses_an_earlier_run_and_overwrite_replaces_it(tmp_path, capsys
 
 
 # -------------------------------------------------------------------------------------------------- checkpoints
+@pytest.mark.slow
 def test_trained_checkpoint_loads_without_variant(tmp_path, trained_checkpoint, capsys, room):
     predictor = load_predictor(trained_checkpoint, device="cpu", input_size=(64, 64))
     assert predictor.variant == "convnext_tiny"  # the small network's family

@@ -153,6 +153,7 @@ def test_error_exit_code_from_a_real_process(tmp_path):
     assert "no such file or folder" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_with_metric3d_prior_and_random_checkpoint(room, tmp_path, capsys):
     """--prior metric3d runs the network once per keyframe from a checkpoint given by --weights, and caches it."""
     import torch

@@ -172,6 +172,7 @@ def test_refreshed_edges_follow_the_reprojection(room_frames):
     assert warm < 1.0 and warm < cold / 10, (cold, warm)  # grid px: ~0.7 against ~18
 
 
+@pytest.mark.slow
 def test_flow_refinement_keeps_the_room_accurate(room_frames):
     frames, gt = room_frames
     _, poses = _run(frames, "prior.kind=sensor", "flow.refine=true")
@@ -190,6 +191,7 @@ def test_each_keyframe_gets_the_configured_number_of_updates(room_frames, monkey
     assert slam.frontend.added >= 2 and len(calls) == 3 * slam.frontend.added
 
 
+@pytest.mark.slow
 def test_periodic_global_ba_runs_only_when_the_camera_returns(room_frames, monkeypatch):
     from metricslam.slam.backend import Backend
 

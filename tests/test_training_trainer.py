@@ -64,6 +64,7 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path, annotations):
     cfg = tiny_config(tmp_path / "ddp", annotations, steps=3, save_every=3)
     config_file = tmp_path / "train.yaml"
@@ -125,6 +126,7 @@ def test_resume_reproduces_the_following_steps_exactly(tmp_path, annotations):
     assert train(cfg, resume="auto").history == []
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_set_and_checkpoint_loads_strictly_into_the_predictor(tmp_path, annotations):
     one = tmp_path / "one.json"
     data = json.loads(annotations[0].read_text())
