@@ -18,11 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
-import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +31,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from metricslam.config import save_config
 from metricslam.depth.priors import DepthPrior
 from metricslam.errors import MetricSlamError
-from metricslam.geometry import se3
 from metricslam.io.atomic import write_text_atomic
-from metricslam.io.frame import Frame
+from metricslam.io.prefetch import prefetched
 from metricslam.io.run_dir import OutputLayout, RunDir
 from metricslam.io.sequences.base import Sequence
 from metricslam.io.trajectory import Trajectory
@@ -52,7 +48,7 @@ from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.reconstruction import KEYFRAMES_FILE, Reconstruction
 from metricslam.slam.system import Slam
-from metricslam.viz.rerun_viewer import RerunLogger
+from metricslam.viz.live_view import LiveView, open_viewer
 from metricslam.viz.run_plots import GT_FILE, PLOT_FILES, write_run_plots
 
 log = logging.getLogger(__name__)
@@ -79,55 +75,6 @@ class RunResult:
     out_dir: Path
     seconds: float = 0.0  # wall time counted by fps
     files: list[str] = field(default_factory=list)  # names of the files written into out_dir
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-_END = object()
-
-
-def prefetched(frames: Iterable[Frame], depth: int = 4) -> Generator[Frame, None, None]:
-    """Yield ``frames`` in order while a background thread reads up to ``depth`` ahead.
-
-    Image decoding (and rendering, for synthetic sequences) releases the GIL, so it overlaps tracking.
-    An exception raised while reading is re-raised here, at the frame where it happened.
-    """
-    if depth < 1:
-        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for frame in frames:
-                if not put(frame):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(_Failure(exc))
-
-    worker = threading.Thread(target=read, name="frame-prefetch", daemon=True)
-    worker.start()
-    try:
-        while (item := slots.get()) is not _END:
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 def track_sequence(slam: Slam, sequence: Sequence, progress: bool = True, viewer: LiveView | None = None
@@ -263,56 +210,6 @@ def map_reconstruction(rec: Reconstruction, out: Path, config: MappingConfig
     written = [outputs.mesh, outputs.mesh_points, *([outputs.cloud] if outputs.cloud else []),
                out / MAPPING_CONFIG_FILE]
     return outputs.fusion.mesh, [p.name for p in written]
-
-
-class LiveView:
-    """Streams a run to Rerun (metricslam.viz.rerun_viewer.RerunLogger): after every frame its pose and image,
-    keyframes as they are made or dropped; at the end the final trajectory, keyframes and mesh."""
-
-    def __init__(self, target: str):
-        self.logger = RerunLogger(target)
-        self.shown: set[int] = set()
-
-    def update(self, slam: Slam, frame: Frame) -> None:
-        store, record = slam.store, slam.records[-1]
-        pose_cw = record.pose_cw(store)
-        self.logger.log_frame_pose(frame.index, frame.timestamp, se3.inverse(pose_cw).cpu().numpy(),
-                                   image=frame.rgb, intrinsics=frame.intrinsics)
-        uids = [int(u) for u in store.uid.tolist()]
-        for uid in self.shown.difference(uids):
-            self.logger.remove_keyframe(uid)
-        for k, uid in enumerate(uids):
-            if uid in self.shown:
-                continue
-            inv = store.invdepth[k].cpu().numpy()
-            depth = np.where(inv > 0, 1.0 / np.maximum(inv, 1e-9), 0.0)
-            self.logger.log_keyframe(uid, int(store.frame_index[k]), se3.inverse(store.poses[k]).cpu().numpy(), depth,
-                                     slam.grid_camera, image=store.rgb[k], confidence=store.conf[k].cpu().numpy(),
-                                     timestamp=float(store.timestamp[k]))
-        self.shown = set(uids)
-
-    def finish(self, rec: Reconstruction, mesh: o3d.geometry.TriangleMesh | None = None) -> None:
-        self.logger.log_reconstruction(rec)
-        if mesh is not None:
-            self.logger.log_mesh(mesh)
-
-    def close(self) -> None:
-        self.logger.close()
-
-
-@contextmanager
-def open_viewer(viz: str | None) -> Iterator[LiveView | None]:
-    """The live view for ``viz`` ('rerun' or a .rrd path; None: no viewer), closed on exit."""
-    if viz is None:
-        yield None
-        return
-    if viz != "rerun" and not viz.endswith(".rrd"):
-        raise MetricSlamError(f"unknown viewer '{viz}'; use --viz rerun or --viz FILE.rrd")
-    view = LiveView("spawn" if viz == "rerun" else viz)
-    try:
-        yield view
-    finally:
-        view.close()
 
 
 def format_summary(result: RunResult) -> str:

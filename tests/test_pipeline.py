@@ -15,13 +15,13 @@ from metricslam.cli import main
 from metricslam.config import load_config
 from metricslam.depth.priors import SimulatedPrior
 from metricslam.errors import InputError, MetricSlamError
+from metricslam.io.prefetch import prefetched
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import read_trajectory
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import (
     format_summary,
     map_reconstruction,
-    prefetched,
     rigid_poses,
     run_metrics,
     run_sequence,
