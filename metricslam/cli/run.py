@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metricslam.cli._options import positional_from_overrides
 from metricslam.config import load_config
-from metricslam.depth.priors import PRIOR_NAMES
+from metricslam.depth.priors import PRIOR_NAMES, make_prior
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
 from metricslam.io.run_dir import RunDir
@@ -140,10 +140,13 @@ def run(args: argparse.Namespace) -> int:
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
     choice = resolve_preset(args.preset, seq, detect_layout(args.source))
-    print(choice.describe(), file=sys.stderr)
     cfg = build_config(args, choice.name, monocular=cfg.prior.kind == "none")
+    # Built before anything is printed, so that a prior that cannot be made (missing or corrupt weights, no depth
+    # folder) ends the command with its one-line error alone.
+    prior = make_prior(cfg.prior)
+    print(choice.describe(), file=sys.stderr)
     if cfg.prior.kind == "none":
         print(NO_PRIOR_NOTE, file=sys.stderr)
-    result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping)
+    result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping, prior=prior)
     print(format_summary(result))
     return 0
