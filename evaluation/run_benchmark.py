@@ -101,7 +101,8 @@ def _sequence_folders(root: Path, depth: int = 2) -> Iterator[Path]:
 
 
 def entries(args: argparse.Namespace) -> list[Entry]:
-    out = [_synthetic("room", 60 if args.quick else 300), _synthetic("street", 120 if args.quick else 600)]
+    synthetic = [_synthetic("room", 60 if args.quick else 300), _synthetic("street", 120 if args.quick else 600)]
+    out: list[Entry] = []
     limit = args.max_frames or (40 if args.quick else None)
     roots = [Path(p) for p in args.data]
     if args.shared is not None and args.shared.is_dir():
@@ -111,7 +112,7 @@ def entries(args: argparse.Namespace) -> list[Entry]:
         if not root.is_dir():
             raise MetricSlamError(f"{root}: no such folder; pass a sequence folder or a folder of sequences")
         out += [_recorded(folder, limit) for folder in _sequence_folders(root)]
-    return out
+    return out + synthetic
 
 
 def applicable(entry: Entry, prior: str, weights: str | None) -> str | None:
@@ -232,6 +233,18 @@ def plot(path: Path, rows: list[dict]) -> None:
         fig.savefig(tmp, format="png")
 
 
+def write_results(args: argparse.Namespace, rows: list[dict]) -> str:
+    """results.md, results.csv and results.png in --out (and the --results section) for ``rows``; the table."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows, args.quick)
+    write_text_atomic(args.out / "results.md", "# metricslam SLAM benchmark\n\n" + table)
+    if args.results is not None:
+        write_text_atomic(args.results, _with_section(args.results, table))
+    write_csv(args.out / "results.csv", rows)
+    plot(args.out / "results.png", rows)
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"))
@@ -259,19 +272,14 @@ def main() -> int:
     except MetricSlamError as exc:
         print(f"run_benchmark: error: {exc}", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[dict] = []
+    table = write_results(args, rows)
     for entry in todo:
         for prior in args.priors:
             reason = applicable(entry, prior, args.weights)
             if reason is None:
                 rows.append(run_one(entry, prior, args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows, args.quick)
-    write_text_atomic(args.out / "results.md", "# metricslam SLAM benchmark\n\n" + table)
-    if args.results is not None:
-        write_text_atomic(args.results, _with_section(args.results, table))
-    write_csv(args.out / "results.csv", rows)
-    plot(args.out / "results.png", rows)
+                table = write_results(args, rows)  # after every run: a long benchmark stopped early keeps its rows
     print("\n" + table)
     print(f"wrote {args.out / 'results.md'}, results.csv, results.png and runs/")
     return 0
