@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Below this grey-level standard deviation a frame has too little texture to start a new keyframe on.
 _MIN_TEXTURE_STD = 4.0
+# A two-view start is refused when a homography explains at least this many correspondences per essential-matrix
+# inlier: a rotating camera (or a plane), whose translation and depth two views do not determine.
+_ROTATION_ONLY_SHARE = 1.0
 
 
 class Slam:
@@ -176,13 +179,11 @@ class Slam:
         camera = torch.tensor(self._camera.params, dtype=torch.float64)
         found = essential_pose(src, dst, camera, threshold_px=1.0)
         log.debug("two-view start at frame %d: %s", index, found and (found.parallax_deg, found.homography_share))
-        # A homography that explains the flow as well as the essential matrix: a rotating camera (or a plane),
-        # whose translation and depth the two views do not determine.
-        if found is None or found.parallax_deg < cfg.tracking.bootstrap_parallax or found.homography_share >= 1.0:
+        if (found is None or found.parallax_deg < cfg.tracking.bootstrap_parallax
+                or found.homography_share >= _ROTATION_ONLY_SHARE):
             return None
         T_ji = torch.from_numpy(found.T_ji).to(self.store.poses)
-        invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
-        ok = good & (invdepth > 0) & (angle > np.radians(cfg.tracking.bootstrap_parallax) / 4)
+        invdepth, ok = self._triangulate(T_ji, targets, weights)
         if int(ok.sum()) < 50:
             return None
         scale = float(invdepth[ok].median())  # median depth 1 in the new segment's unit
@@ -204,10 +205,16 @@ class Slam:
         tracked pose; ``fill`` where the rays are too close to parallel or the flow is not confident."""
         k = len(self.store) - 1
         targets, weights = self._flow_targets(g, self.store.grey[k])
-        T_ji = self.store.poses[k] @ se3.inverse(pose_cw)
-        invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
-        ok = (weights[..., 0] > 0.5) & (invdepth > 0) & (angle > np.radians(self.config.tracking.bootstrap_parallax) / 4)
+        invdepth, ok = self._triangulate(self.store.poses[k] @ se3.inverse(pose_cw), targets, weights)
         return torch.where(ok, invdepth, torch.full_like(invdepth, fill)).to(self.store.invdepth.dtype)
+
+    def _triangulate(self, T_ji: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse depth of view i's grid pixels from their targets in view j (T_ji: i's camera to j's), and where
+        it holds: confident flow, in front of both cameras, rays meeting at a quarter of the start's parallax."""
+        invdepth, angle = triangulate_invdepth(T_ji, targets.to(torch.float64), self.grid_intrinsics)
+        min_angle = np.radians(self.config.tracking.bootstrap_parallax) / 4
+        return invdepth, (weights[..., 0] > 0.5) & (invdepth > 0) & (angle > min_angle)
 
     def _align_rgbd(self, f: Frame, k: int, rel: torch.Tensor) -> torch.Tensor | None:
         """The frame's pose relative to keyframe k (T_frame_kf) by direct RGB-D odometry from ``rel``, or None
