@@ -160,7 +160,8 @@ def test_tracker_flow_starts_from_the_prediction(model, monkeypatch):
         DroidTracker(model, stride=4)
 
 
-def test_synthetic_run_with_droid_correspondences(weights_file, tmp_path):
+@pytest.mark.parametrize("prior", ["simulated", "none"])  # none: the monocular start is the classical flow's
+def test_synthetic_run_with_droid_correspondences(weights_file, tmp_path, prior):
     from metricslam.io.synthetic import SyntheticSequence, write_sequence  # Open3D: only this test needs it
 
     frames = 8
@@ -168,7 +169,7 @@ def test_synthetic_run_with_droid_correspondences(weights_file, tmp_path):
                           progress=False)
     out = tmp_path / "out"
     # Random weights barely move the targets: a zero motion-filter threshold makes every frame a keyframe.
-    assert main(["run", str(room), "--out", str(out), "--prior", "simulated", "--quiet", "--set",
+    assert main(["run", str(room), "--out", str(out), "--prior", prior, "--quiet", "--set",
                  "correspondence=droid", f"droid_weights={weights_file}", "tracking.filter_thresh=0",
                  "frontend.warmup_iters=2", "frontend.updates=2", "backend.final_iters=2"]) == 0
     for name in ("trajectory_tum.txt", "trajectory_kitti.txt", "keyframes.npz", "config.yaml", "metrics.json",

@@ -163,8 +163,10 @@ class Slam:
                                                 tw.half(), ww.half()))
 
     def _needs_bootstrap(self, k: int) -> bool:
-        """Whether keyframe k is the only one of its segment and has no depth prior (monocular start)."""
-        return k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0
+        """Whether keyframe k is the only one of its segment and has no depth prior (a monocular start), with the
+        classical flow to start it from (the learned back-end starts from a constant depth, as DROID-SLAM does)."""
+        return (isinstance(self.corr, ClassicalCorrespondence) and k == self.frontend.segment_start
+                and float(self.store.prior_conf[k].max()) <= 0)
 
     def _bootstrap(self, k: int, g: np.ndarray, index: int) -> torch.Tensor | None:
         """Start a monocular segment: the frame's T_cw from the essential matrix of the flow from keyframe k, and
@@ -197,7 +199,8 @@ class Slam:
 
     def _flow_targets(self, grey_i: np.ndarray, grey_j: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph-quality correspondences i -> j with no prediction: grid targets and weights (h, w, 2)."""
-        t_ij, w_ij, _, _ = self.corr.pair(grey_i, grey_j)  # type: ignore[union-attr]  # classical only
+        assert isinstance(self.corr, ClassicalCorrespondence)
+        t_ij, w_ij, _, _ = self.corr.pair(grey_i, grey_j)
         return torch.from_numpy(t_ij).to(self.device), torch.from_numpy(w_ij).to(self.device)
 
     def _triangulated_depth(self, g: np.ndarray, pose_cw: torch.Tensor, fill: float) -> torch.Tensor:
@@ -350,7 +353,7 @@ class Slam:
         invdepth = torch.full((h, w), fill, dtype=torch.float32, device=self.device)
         prior_inv = prior_conf = prior_full = None
         if (prior is None and cfg.tracking.triangulate and len(self.store) > self.frontend.segment_start
-                and cfg.correspondence == "classical"):
+                and isinstance(self.corr, ClassicalCorrespondence)):
             invdepth = self._triangulated_depth(g, pose_cw, fill)
         if prior is not None:
             depth, conf = prior
