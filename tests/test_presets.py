@@ -85,6 +85,18 @@ def test_still_camera_falls_back_to_handheld():
     assert choice.name == "handheld" and "too little motion" in choice.reason
 
 
+class _StartsLate(SyntheticSequence):
+    """The street camera standing still for its first 1.2 s (12 frames at 10 Hz), then driving."""
+
+    def __getitem__(self, i):
+        return replace(super().__getitem__(max(0, i - 12)), index=i)
+
+
+def test_car_standing_still_at_first_is_still_driving():
+    choice = choose_preset(_StartsLate("street", frames=34, width=256, height=192, seed=0), "video")
+    assert choice.name == "driving", choice.reason
+
+
 def test_explicit_preset_is_not_measured():
     choice = resolve_preset("driving", _Still("room", frames=2, width=64, height=48))
     assert (choice.name, choice.auto) == ("driving", False)
