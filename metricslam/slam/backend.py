@@ -9,11 +9,11 @@ import torch
 from metricslam.slam.ba import BAOptions
 from metricslam.slam.config import BackendConfig
 from metricslam.slam.frontend import optimise
-from metricslam.slam.graph import EdgeCache, pair_distance
+from metricslam.slam.graph import pair_distance
 from metricslam.slam.video import KeyframeStore
 
 if TYPE_CHECKING:
-    from metricslam.slam.correspondence.droid.edges import DroidEdges
+    from metricslam.slam.correspondence.factory import Edges
 
 
 def proximity_pairs(
@@ -57,7 +57,7 @@ def segment_ids(segment_starts: list[int], count: int) -> list[int]:
 
 
 class Backend:
-    def __init__(self, store: KeyframeStore, edges: EdgeCache | DroidEdges, config: BackendConfig, ba: BAOptions,
+    def __init__(self, store: KeyframeStore, edges: Edges, config: BackendConfig, ba: BAOptions,
                  intrinsics: torch.Tensor):
         self.store = store
         self.edges = edges

@@ -13,6 +13,7 @@ from metricslam.config import to_dict
 from metricslam.depth.priors import PriorConfig
 from metricslam.slam.ba import BAOptions
 from metricslam.slam.correspondence.classical import FlowConfig
+from metricslam.slam.correspondence.factory import CorrespondenceName
 from metricslam.slam.pnp import PnpConfig
 from metricslam.slam.rgbd_refine import RgbdRefineConfig
 
@@ -90,7 +91,7 @@ class SlamConfig:
     image_area: int = 384 * 512  # processing resolution (pixels; aspect kept, cropped to a multiple of stride)
     upscale: bool = False  # allow processing above the input resolution
     stride: int = 8  # BA grid = processing resolution / stride
-    correspondence: str = "classical"  # classical | droid
+    correspondence: CorrespondenceName = "classical"  # classical (dense flow, CPU) | droid (learned, droid.pth)
     droid_weights: str | None = None  # droid.pth path or registry name for correspondence=droid
     flow: FlowConfig = field(default_factory=FlowConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)

@@ -13,7 +13,7 @@ from metricslam.slam.graph import EdgeCache, pair_distance
 from metricslam.slam.video import KeyframeStore
 
 if TYPE_CHECKING:
-    from metricslam.slam.correspondence.droid.edges import DroidEdges
+    from metricslam.slam.correspondence.factory import Edges
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor
 
 
 def optimise(
-    store: KeyframeStore, edges: EdgeCache | DroidEdges, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
+    store: KeyframeStore, edges: Edges, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
     intrinsics: torch.Tensor,
 ) -> None:
     """Dense BA over keyframes ``indices`` (edges among them); ``fixed`` are positions inside ``indices``."""
@@ -40,7 +40,7 @@ def optimise(
     poses, invdepth = dense_ba(
         store.poses[idx], store.invdepth[idx], intrinsics, ii, jj, targets, weights,
         prior_invdepth=store.prior_invdepth[idx], prior_conf=store.prior_conf[idx], fixed=fixed, iters=iters,
-        options=options, eta=getattr(edges, "damping", None),
+        options=options, eta=edges.damping,
     )
     if not (bool(torch.isfinite(poses).all()) and bool(torch.isfinite(invdepth).all())):
         log.warning("bundle adjustment diverged over keyframes %d..%d; keeping the previous state",
@@ -54,9 +54,11 @@ def optimise(
 class Frontend:
     """Keeps the newest keyframes optimised. ``segment_start`` is the first keyframe after the last re-init."""
 
-    def __init__(self, store: KeyframeStore, edges: EdgeCache | DroidEdges, config: FrontendConfig, ba: BAOptions,
+    def __init__(self, store: KeyframeStore, edges: Edges, config: FrontendConfig, ba: BAOptions,
                  intrinsics: torch.Tensor, refine: bool = False):
-        self.refine = refine  # re-run the new keyframe's flows from the BA's reprojection, then BA again
+        # With ``refine``, the new keyframe's flows re-run from the BA's reprojection, then BA again (cached
+        # classical flow only: learned correspondences already update on every gather).
+        self._refresher = edges if refine and isinstance(edges, EdgeCache) else None
         self.store = store
         self.edges = edges
         self.config = config
@@ -89,10 +91,10 @@ class Frontend:
         # Learned correspondences update on every gather (one network step each); cached flow is fixed.
         for _ in range(max(1, self.config.updates)):
             optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
-        if self.refine:
+        if self._refresher is not None:
             lo = self.window()[0]
             pairs = [(i, k) for i in range(lo, k) if (int(self.store.uid[i]), int(self.store.uid[k])) in self.edges]
-            self.edges.refresh(self.store, pairs)  # type: ignore[union-attr]  # refine: classical flow only
+            self._refresher.refresh(self.store, pairs)
             optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
 
     def fixed(self) -> list[int]:

@@ -64,6 +64,8 @@ def initial_flows(coords: torch.Tensor, valid: torch.Tensor, stride: int) -> lis
 class EdgeCache:
     """Targets and weights (h, w, 2) for directed keyframe pairs, keyed by (uid_i, uid_j)."""
 
+    damping = None  # flow gives the BA no damping of its own: it uses BAOptions.eta
+
     def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int, gate_px: float = 2.0):
         self.corr = corr
         self.gate_px = gate_px

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,9 +22,10 @@ from metricslam.slam.ba import refine_pose
 from metricslam.slam.backend import Backend, proximity_pairs, segment_ids
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
+from metricslam.slam.correspondence.factory import Edges, Tracker, make_correspondence
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
-from metricslam.slam.graph import EdgeCache, initial_flows
+from metricslam.slam.graph import initial_flows
 from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.prior_schedule import ScheduledPriors
@@ -33,10 +33,6 @@ from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.two_view import essential_pose, triangulate_invdepth
 from metricslam.slam.video import KeyframeStore
-
-if TYPE_CHECKING:
-    from metricslam.slam.correspondence.droid.edges import DroidEdges
-    from metricslam.slam.correspondence.droid.tracker import DroidTracker
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +47,8 @@ class Slam:
     """Metric monocular SLAM with depth priors. ``prior`` overrides the one named in ``config.prior``."""
 
     # Set on the first frame, by config.correspondence.
-    corr: ClassicalCorrespondence | DroidTracker
-    edges: EdgeCache | DroidEdges
+    corr: Tracker
+    edges: Edges
 
     def __init__(self, config: SlamConfig | None = None, prior: DepthPrior | None = None):
         self.config = config or SlamConfig()
@@ -71,10 +67,6 @@ class Slam:
     # -- set-up on the first frame -------------------------------------------------------------------------
     def _start(self, frame: Frame) -> None:
         cfg = self.config
-        if cfg.correspondence not in ("classical", "droid"):
-            from metricslam.errors import MetricSlamError
-
-            raise MetricSlamError(f"correspondence '{cfg.correspondence}' is not available; use classical or droid")
         if self.device.type == "cpu" and cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self._size, self._camera = processing_camera(frame.intrinsics, cfg.image_area, cfg.stride, cfg.upscale)
@@ -84,22 +76,11 @@ class Slam:
         self.store = KeyframeStore(grid_hw, self.device)
         self.priors = ScheduledPriors(self.prior, cfg.prior, self.store, self._camera, self.grid_intrinsics,
                                       cfg.stride, cfg.prior_grid_edge)
-        if cfg.correspondence == "droid":
-            # Imported here: only this mode needs the network.
-            from metricslam.slam.correspondence.droid.edges import DroidEdges
-            from metricslam.slam.correspondence.droid.tracker import DroidTracker
-            from metricslam.slam.correspondence.droid.weights import load_droid_weights
-
-            model = load_droid_weights(cfg.droid_weights or "droid", self.device)
-            self.corr = DroidTracker(model, cfg.stride)
-            self.edges = DroidEdges(model, self.grid_intrinsics, cfg.ba.eta)
-        else:
-            self.corr = ClassicalCorrespondence(cfg.flow, cfg.stride)
-            self.edges = EdgeCache(self.corr, self.grid_intrinsics, cfg.stride)
+        self.corr, self.edges = make_correspondence(cfg.correspondence, cfg.flow, cfg.stride, self.grid_intrinsics,
+                                                    cfg.ba.eta, cfg.droid_weights, self.device)
         weight = cfg.prior.weight if cfg.prior.weight is not None else self.prior.ba_weight
         ba = replace(cfg.ba, alpha=cfg.ba.alpha * weight)
-        refine = cfg.flow.refine and cfg.correspondence == "classical"
-        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics, refine)
+        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics, cfg.flow.refine)
         self.backend = Backend(self.store, self.edges, cfg.backend, ba, self.grid_intrinsics)
         self._track_opts = cfg.ba
         self.pnp = PnpInitialiser(cfg.tracking.pnp, self._camera, cfg.stride) if cfg.tracking.pnp.enabled else None
@@ -243,15 +224,13 @@ class Slam:
         coords, valid = reproject(both, self.store.invdepth[k : k + 1].expand(2, -1, -1), self.grid_intrinsics,
                                   torch.tensor([0], device=self.device), torch.tensor([1], device=self.device))
         init = initial_flows(coords, valid, self.config.stride)[0]
-        # The learned tracker reads colour like the network's keyframe features; flow works on grey.
-        droid = self.config.correspondence == "droid"
-        kf_image, image = (self.store.rgb[k], rgb) if droid else (self.store.grey[k], g)
+        kf_image, image = (self.store.rgb[k], rgb) if self.corr.reads_colour else (self.store.grey[k], g)
         targets, weights, mean_flow = self.corr.track(kf_image, image, init)
         tw = torch.from_numpy(targets).to(self.device)
         ww = torch.from_numpy(weights).to(self.device)
         confident = float((ww[..., 0] > 0.5).float().mean())
         # Flat regions match photometrically whatever the flow: weigh them down in the pose, not in the count.
-        texture = None if droid else self.corr.texture(kf_image)  # type: ignore[union-attr]
+        texture = self.corr.texture(kf_image)
         if texture is not None:
             ww = ww * torch.from_numpy(texture).to(self.device)[..., None]
         return tw, ww, mean_flow, confident

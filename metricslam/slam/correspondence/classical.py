@@ -112,6 +112,8 @@ def texture_weight(grey_img: np.ndarray, stride: int, scale: float) -> np.ndarra
 class ClassicalCorrespondence:
     """Targets and confidences for graph edges from dense optical flow."""
 
+    reads_colour = False  # flow runs on grey images
+
     def __init__(self, config: FlowConfig | None = None, stride: int = 8):
         self.config = config or FlowConfig()
         self.stride = stride

@@ -37,6 +37,12 @@ class DroidTracker:
             self._kf, self._kf_image = encode(self.model, [image]), image
         return self._kf
 
+    reads_colour = True  # the network reads colour like the keyframe features it was trained with
+
+    def texture(self, kf_image: np.ndarray) -> None:
+        """The network weighs its own matches: no texture weight on top."""
+        return None
+
     def track(self, image_kf: np.ndarray, image_frame: np.ndarray, init: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray, float]:
         """Targets (h, w, 2) in grid pixels of the frame, confidences (h, w, 2) and the mean flow (grid pixels)
