@@ -62,8 +62,8 @@ def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _wmean(values: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Window-weighted mean of each row. einsum, not a matrix product: BLAS threads stall on a busy machine for
-    these thin products."""
+    """Window-weighted mean of each row. einsum, not a matrix product: for these thin products BLAS's thread
+    hand-offs cost more than the arithmetic."""
     return np.einsum("np,p->n", values, window)
 
 
