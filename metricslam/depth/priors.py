@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -38,8 +39,8 @@ class PriorConfig:
     # for kind=metric3d: the forward pass. auto = OpenVINO on a CPU when installed (vit_small in 0.3-0.5x of
     # torch's time there, same float32 outputs; metricslam.depth.openvino_backend), else torch. precision bf16:
     # faster on CPUs with bfloat16 units (OpenVINO vit_small 0.19x of torch fp32), depths differ from fp32.
-    backend: str = "auto"  # auto | torch | openvino
-    precision: str = "fp32"  # fp32 | bf16
+    backend: Literal["auto", "torch", "openvino"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
     # Per-pixel trust in the BA, as a factor on BAOptions.alpha (DROID's RGB-D weight). None = the prior's own:
     # 1 for sensor depth, 0.02 for network predictions (simulated, metric3d, folder), whose errors are spatially
     # correlated (smooth distortions, a per-frame scale): at full weight they shrank the synthetic room's
@@ -49,7 +50,7 @@ class PriorConfig:
     # no recent prior keyframe's prior, reprojected with the current poses, covers min_coverage of the view (and at
     # least every max_gap keyframes); the others receive that prior transferred by reprojection. 'auto' =
     # coverage for metric3d (a network forward costs seconds on a CPU), every for the others.
-    schedule: str = "auto"  # auto | every | coverage
+    schedule: Literal["auto", "every", "coverage"] = "auto"
     min_coverage: float = 0.7  # fraction of the new keyframe's BA grid a recent prior keyframe must cover
     max_gap: int = 8  # keyframes at most between two runs of the prior
     candidates: int = 4  # recent prior keyframes considered as transfer sources

@@ -12,6 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry.projective import pixel_grid
 from metricslam.slam.correspondence.refine import PatchRefineConfig, refine_targets
 
+DisPreset = Literal["ultrafast", "fast", "medium"]
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -31,8 +33,8 @@ PRESETS = {
 class FlowConfig:
     """Options of the classical correspondence back-end (pixels are processing-resolution pixels)."""
 
-    preset: str = "fast"  # DIS preset for graph edges: ultrafast | fast | medium
-    filter_preset: str = "ultrafast"  # DIS preset for the per-frame motion filter
+    preset: DisPreset = "fast"  # DIS preset for graph edges
+    filter_preset: DisPreset = "ultrafast"  # DIS preset for the per-frame motion filter
     fb_sigma: float = 1.0  # forward-backward error (px) at which confidence falls to exp(-1)
     photo_sigma: float = 12.0  # grey-level difference at which confidence halves
     border: float = 2.0  # targets closer than this to the image border (px) get no confidence
