@@ -273,7 +273,7 @@ def main() -> int:
         print(f"run_benchmark: error: {exc}", file=sys.stderr)
         return 2
     rows: list[dict] = []
-    table = write_results(args, rows)
+    table = markdown(rows, args.quick)
     for entry in todo:
         for prior in args.priors:
             reason = applicable(entry, prior, args.weights)

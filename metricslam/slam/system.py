@@ -275,10 +275,10 @@ class Slam:
         first = max(self.frontend.segment_start, last + 1 - self.config.tracking.pnp.relocalise)
         found = [(k, pose) for k in range(last, first - 1, -1)
                  if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
-        if len(found) == 1 and last > first:
-            return None  # nothing to check it against
+        if len(found) == 1 and last == first:
+            return found[0][1]  # the segment's only keyframe: nothing to check against
         for a, (k, pose) in enumerate(found):
-            if len(found) == 1 or any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
+            if any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
                 return pose
         return None
 
