@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from metricslam.geometry import se3
-from metricslam.slam.ba import BAOptions, dense_ba
+from metricslam.slam.ba import dense_ba
+from metricslam.slam.config import BAOptions
 from metricslam.testing.ba_problems import BAProblem, synthetic_problem
 from metricslam.testing.ba_reference import dense_reference_step
 

@@ -98,9 +98,9 @@ def run_single(scene: str, variant: str, frames: int, weights: str, overrides: l
     import torch
     from bench_slam import PeakRSS
 
-    from metricslam.depth.priors import make_prior
     from metricslam.metrics.trajectory import evaluate_trajectory
     from metricslam.pipeline import track_sequence
+    from metricslam.slam.prior_factory import make_prior
     from metricslam.slam.system import Slam
 
     if threads:
@@ -143,9 +143,9 @@ def warm_up(variant: str, weights: str, overrides: list[str]) -> dict:
     under $METRICSLAM_CACHE, so the runs load it like a user's second run would)."""
     import numpy as np
 
-    from metricslam.depth.priors import make_prior
     from metricslam.geometry.camera import Intrinsics
     from metricslam.io.frame import Frame
+    from metricslam.slam.prior_factory import make_prior
 
     cfg = scene_config("room", ["prior.kind=metric3d", f"prior.weights={weights}", f"prior.variant={variant}",
                                 *overrides])

@@ -53,8 +53,8 @@ from metricslam.geometry.projective import grid_transfer, relative_poses, reproj
 from metricslam.io.frame import Frame
 from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import ate, scale_error
-from metricslam.slam.ba import BAOptions, dense_ba
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.ba import dense_ba
+from metricslam.slam.config import BAOptions, SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.graph import EdgeCache, induced_distance
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera

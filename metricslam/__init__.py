@@ -38,8 +38,8 @@ _EXPORTS = {
     # input
     "open_sequence": "metricslam.io.sequences",
     # depth priors and the network
-    "PriorConfig": "metricslam.depth.priors",
-    "make_prior": "metricslam.depth.priors",
+    "PriorConfig": "metricslam.slam.config",
+    "make_prior": "metricslam.slam.prior_factory",
     "NoPrior": "metricslam.depth.priors",
     "SensorPrior": "metricslam.depth.priors",
     "FolderPrior": "metricslam.depth.priors",
@@ -62,12 +62,13 @@ __all__ = [
 if TYPE_CHECKING:
     from metricslam.depth.metric3d_prior import Metric3DPrior
     from metricslam.depth.predictor import Metric3DPredictor
-    from metricslam.depth.priors import FolderPrior, NoPrior, PriorConfig, SensorPrior, SimulatedPrior, make_prior
+    from metricslam.depth.priors import FolderPrior, NoPrior, SensorPrior, SimulatedPrior
     from metricslam.io.sequences import open_sequence
     from metricslam.mapping.export import MappingConfig, write_map
     from metricslam.metrics.trajectory import evaluate_trajectory
-    from metricslam.slam.config import SlamConfig
+    from metricslam.slam.config import PriorConfig, SlamConfig
     from metricslam.slam.presets import choose_preset, preset_config, resolve_preset
+    from metricslam.slam.prior_factory import make_prior
     from metricslam.slam.reconstruction import Reconstruction
     from metricslam.slam.system import Slam
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from metricslam.config import save_config
-from metricslam.depth.priors import DepthPrior
+from metricslam.depth.prior_protocol import DepthPrior
 from metricslam.errors import MetricSlamError
 from metricslam.io.atomic import write_text_atomic
 from metricslam.io.prefetch import prefetched

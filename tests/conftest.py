@@ -8,7 +8,7 @@ import pytest
 import torch
 
 if TYPE_CHECKING:
-    from metricslam.depth.priors import DepthPrior
+    from metricslam.depth.prior_protocol import DepthPrior
     from metricslam.io.frame import Frame
     from metricslam.io.synthetic import SyntheticSequence
     from metricslam.slam.reconstruction import Reconstruction

@@ -10,7 +10,8 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.projective import reproject
 from metricslam.slam import ba, pose_system
-from metricslam.slam.ba import BAOptions, dense_ba, gauss_newton_step, refine_pose
+from metricslam.slam.ba import dense_ba, gauss_newton_step, refine_pose
+from metricslam.slam.config import BAOptions
 from metricslam.testing.ba_problems import BAProblem, synthetic_problem, window_edges
 from metricslam.testing.ba_reference import dense_reference_step
 

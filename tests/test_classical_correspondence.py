@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from metricslam.errors import MetricSlamError
-from metricslam.slam.correspondence.classical import ClassicalCorrespondence, FlowConfig, block_mean
+from metricslam.slam.config import FlowConfig
+from metricslam.slam.correspondence.classical import ClassicalCorrespondence, block_mean
 
 H, W, STRIDE = 192, 256, 8
 

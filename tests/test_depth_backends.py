@@ -113,7 +113,8 @@ def test_prior_cache_keys_cover_every_setting_that_changes_the_output():
 
 
 def test_prior_config_reaches_the_predictor(tmp_path):
-    from metricslam.depth.priors import PriorConfig, make_prior
+    from metricslam.slam.config import PriorConfig
+    from metricslam.slam.prior_factory import make_prior
 
     file = tmp_path / "convtiny_hourglass_v1.pth"
     torch.save(_seeded_state("convnext_tiny"), file)

@@ -15,8 +15,8 @@ from metricslam.errors import MetricSlamError, WeightsError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.frame import Frame
 from metricslam.io.trajectory import read_trajectory
-from metricslam.slam.ba import BAOptions, dense_ba
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.ba import dense_ba
+from metricslam.slam.config import BAOptions, SlamConfig
 from metricslam.slam.correspondence.droid import DroidNet, pixel_grid
 from metricslam.slam.correspondence.droid.edges import DroidEdges, source_chunks
 from metricslam.slam.correspondence.droid.tracker import DroidTracker

@@ -9,8 +9,9 @@ import torch
 from metricslam.errors import MetricSlamError
 from metricslam.geometry.projective import grid_transfer, relative_poses, reproject
 from metricslam.io.synthetic import SyntheticSequence
-from metricslam.slam.correspondence.classical import ClassicalCorrespondence, FlowConfig, grey
-from metricslam.slam.correspondence.refine import PatchRefineConfig, refine_targets
+from metricslam.slam.config import FlowConfig, PatchRefineConfig
+from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
+from metricslam.slam.correspondence.refine import refine_targets
 from metricslam.slam.preprocess import prior_to_grid
 
 STRIDE = 8

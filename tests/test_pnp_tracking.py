@@ -10,9 +10,9 @@ from metricslam.io.frame import Frame
 from metricslam.io.synthetic.poses import look_poses
 from metricslam.io.synthetic.render import render
 from metricslam.io.synthetic.room import build_room
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.config import PnpConfig, SlamConfig
 from metricslam.slam.correspondence.classical import grey, texture_weight
-from metricslam.slam.pnp import PnpConfig, PnpInitialiser
+from metricslam.slam.pnp import PnpInitialiser
 from metricslam.slam.preprocess import prior_to_grid
 from metricslam.slam.system import Slam
 

@@ -270,7 +270,8 @@ def test_predictor_on_metric3d_demo_annotations(vit):
 
 
 def test_slam_prior_config_without_weights_is_a_clear_error():
-    from metricslam.depth.priors import PriorConfig, make_prior
+    from metricslam.slam.config import PriorConfig
+    from metricslam.slam.prior_factory import make_prior
 
     with pytest.raises(MetricSlamError, match="--weights"):
         make_prior(PriorConfig(kind="metric3d"))

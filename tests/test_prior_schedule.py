@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metricslam.config import apply_overrides
-from metricslam.depth.priors import PriorConfig, SimulatedPrior
+from metricslam.depth.priors import SimulatedPrior
 from metricslam.depth.simulated import SimulatedPriorConfig
 from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
@@ -17,7 +17,7 @@ from metricslam.io.frame import Frame
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import evaluate_trajectory
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.config import PriorConfig, SlamConfig
 from metricslam.slam.prior_schedule import ScheduledPriors, resolve_schedule
 from metricslam.slam.prior_transfer import coverage, transfer_prior
 from metricslam.slam.system import Slam

@@ -14,8 +14,8 @@ from metricslam.io.synthetic.poses import look_poses
 from metricslam.io.synthetic.render import render
 from metricslam.io.synthetic.room import build_room
 from metricslam.slam.backend import segment_ids
-from metricslam.slam.config import SlamConfig
-from metricslam.slam.rgbd_refine import RgbdAligner, RgbdRefineConfig, odometry_pairs, refine_keyframe_poses
+from metricslam.slam.config import RgbdRefineConfig, SlamConfig
+from metricslam.slam.rgbd_refine import RgbdAligner, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.system import Slam
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,7 +49,7 @@ def test_odometry_pairs_stay_inside_segments():
 
 
 def test_unknown_method_is_a_user_error():
-    with pytest.raises(MetricSlamError, match="rgbd_refine.method='icp': use one of hybrid, color"):
+    with pytest.raises(MetricSlamError, match="rgbd_refine.method: 'icp' is not one of hybrid, color"):
         apply_overrides(SlamConfig(), ["rgbd_refine.method=icp"])
 
 

@@ -6,7 +6,8 @@ import torch
 
 from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
-from metricslam.slam.ba import BAOptions, _trimmed_mean, dense_ba
+from metricslam.slam.ba import _trimmed_mean, dense_ba
+from metricslam.slam.config import BAOptions
 from metricslam.testing.ba_problems import synthetic_problem
 
 F64 = torch.float64

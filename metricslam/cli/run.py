@@ -18,7 +18,6 @@ from pathlib import Path
 
 from metricslam.cli._options import positional_from_overrides
 from metricslam.config import load_config
-from metricslam.depth.priors import PRIOR_NAMES, make_prior
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
 from metricslam.io.run_dir import RunDir
@@ -26,8 +25,9 @@ from metricslam.io.sequences import RecordedSequence, detect_layout, open_sequen
 from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig, load_mapping_config
 from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
-from metricslam.slam.config import SlamConfig
+from metricslam.slam.config import PRIOR_NAMES, SlamConfig
 from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset
+from metricslam.slam.prior_factory import make_prior
 
 NEEDS_SEQUENCE_DEPTH = ("sensor", "simulated")
 NO_PRIOR_NOTE = ("note: no depth prior chosen, running pure monocular (--prior none): the scale of the trajectory "

@@ -2,7 +2,7 @@
 
 Public API
 ----------
-``BAOptions``
+``BAOptions`` (defined in ``metricslam.slam.config``, with the other SLAM settings)
     Weights, damping, robust kernels and modes (a config dataclass; defaults follow DROID-SLAM's RGB-D mode).
 ``dense_ba(poses_cw, invdepths, intrinsics, ii, jj, targets, weights, prior_invdepth=None, prior_conf=None,
 fixed=(0,), eta=None, iters=2, options=BAOptions()) -> (poses_cw, invdepths)``
@@ -43,14 +43,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
-from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.projective import (
-    MIN_DEPTH,
     IntrinsicsLike,
     depth_jacobian,
     grid_transfer,
@@ -58,9 +55,9 @@ from metricslam.geometry.projective import (
     project,
     relative_poses,
 )
+from metricslam.slam.config import BAOptions, Kernel
 from metricslam.slam.pose_system import PoseSystem
 
-Kernel = Literal["none", "huber", "cauchy"]
 # The scale anchor's level is a trimmed mean over every ANCHOR_STEP-th pixel of the flattened grid (it sorts
 # per keyframe per step; a fifth of the grid is plenty for a mean; a stride prime to the usual grid widths walks
 # through all columns), dropping ANCHOR_TRIM of the log ratios at each end (pixels where flow or prior failed).
@@ -70,42 +67,6 @@ ANCHOR_TRIM = 0.1
 # pixels (plus one frame's), so a global BA's per-edge temporaries (about 250 bytes per edge pixel) stay near
 # 250 MB however many keyframes there are. Sliding windows fit in one chunk.
 CHUNK_EDGE_PIXELS = 1 << 20
-
-
-@dataclass
-class BAOptions:
-    """Dense BA settings. Depth quantities are in the normalised unit (mean inverse depth 1)."""
-
-    # Prior weight (DROID RGB-D mode), times the per-pixel prior confidence. It suits sensor-grade priors; with
-    # noisy network priors lower it (or their confidence): at 5 % per-pixel noise, 0.05 shrinks the trajectory
-    # scale by about 4 % (errors in variables), 0.002 by about 0.1 %.
-    alpha: float = 0.05
-    min_depth: float = MIN_DEPTH  # drop terms whose X'2 (= depth_j / depth_i) is below this
-    lm: float = 1e-4  # LM damping of the reduced pose system: H + lm * diag(H) + ep * I
-    ep: float = 0.1
-    weight_scale: float = 1e-3  # flow weight = weight_scale * given weight (DROID: 0.001 * confidence)
-    eta: float = 1e-3  # depth damping where there is no prior and no eta is passed
-    robust: Kernel = "none"  # kernel on the flow residual norm
-    robust_px: float = 2.0  # its threshold in pixels
-    prior_robust: Kernel = "none"  # kernel on the prior residual |d - d_prior|
-    prior_robust_thresh: float = 0.1  # its threshold in normalised inverse depth
-    # Weight of the per-keyframe scale anchor (0 = off): every pixel of a keyframe with a prior is pulled towards
-    # its current inverse depth rescaled so that the keyframe's trimmed mean log ratio to the prior is zero. It
-    # carries only the prior's scale (unbiased on average over a frame), none of its correlated shape errors.
-    scale_anchor: float = 0.0
-    motion_only: bool = False  # poses only, depths held
-    depth_only: bool = False  # depths only, poses held
-    min_invdepth: float = 1e-3  # clamp after every step
-    normalise: bool = True  # work in the normalised depth unit
-
-    def __post_init__(self) -> None:
-        if self.motion_only and self.depth_only:
-            raise MetricSlamError("BAOptions: motion_only and depth_only are both true; set at most one of them")
-        if not self.scale_anchor >= 0:
-            raise MetricSlamError(f"BAOptions.scale_anchor={self.scale_anchor}: use a weight >= 0 (0 = off)")
-        for name in ("robust", "prior_robust"):
-            if getattr(self, name) not in ("none", "huber", "cauchy"):
-                raise MetricSlamError(f"BAOptions.{name}={getattr(self, name)!r}: use none, huber or cauchy")
 
 
 def robust_weight(residual: torch.Tensor, kind: Kernel, threshold: float) -> torch.Tensor:

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from metricslam.slam.ba import BAOptions
-from metricslam.slam.config import BackendConfig
+from metricslam.slam.config import BackendConfig, BAOptions
 from metricslam.slam.frontend import optimise
 from metricslam.slam.graph import pair_distance
 from metricslam.slam.video import KeyframeStore

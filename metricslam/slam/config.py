@@ -1,21 +1,176 @@
-"""The SLAM system's configuration: one dataclass per component, nested into SlamConfig.
+"""The SLAM system's configuration, in one place: SlamConfig and every section it nests, one dataclass per
+component (the components import their section from here).
 
 configs/slam/*.yaml are these dataclasses written out; ``metricslam run --set section.key=value`` overrides.
-Pixel thresholds are in grid pixels (1/stride of the processing resolution), as in DROID-SLAM.
+Pixel thresholds are in grid pixels (1/stride of the processing resolution), as in DROID-SLAM, unless a section
+says processing-resolution pixels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import yaml
 
 from metricslam.config import to_dict
-from metricslam.depth.priors import PriorConfig
-from metricslam.slam.ba import BAOptions
-from metricslam.slam.correspondence.classical import FlowConfig
-from metricslam.slam.correspondence.factory import CorrespondenceName
-from metricslam.slam.pnp import PnpConfig
-from metricslam.slam.rgbd_refine import RgbdRefineConfig
+from metricslam.depth.simulated import SimulatedPriorConfig
+from metricslam.errors import MetricSlamError
+from metricslam.geometry.projective import MIN_DEPTH
+
+__all__ = [
+    "BAOptions", "BackendConfig", "CorrespondenceName", "DisPreset", "FillerConfig", "FlowConfig", "FrontendConfig",
+    "Kernel", "PRIOR_NAMES", "PatchRefineConfig", "PnpConfig", "PriorConfig", "PriorName", "RgbdMethod",
+    "RgbdRefineConfig", "SimulatedPriorConfig", "SlamConfig", "TrackingConfig", "default_config_yaml",
+]
+
+Kernel = Literal["none", "huber", "cauchy"]  # robust kernels of the BA (metricslam.slam.ba.robust_weight)
+DisPreset = Literal["ultrafast", "fast", "medium"]  # OpenCV DIS optical flow presets
+CorrespondenceName = Literal["classical", "droid"]  # metricslam.slam.correspondence.factory
+PriorName = Literal["sensor", "folder", "simulated", "none", "metric3d"]  # metricslam.slam.prior_factory
+PRIOR_NAMES: tuple[str, ...] = get_args(PriorName)
+RgbdMethod = Literal["hybrid", "color"]  # Open3D RGB-D odometry terms (metricslam.slam.rgbd_refine)
+
+
+# -- dense bundle adjustment (metricslam.slam.ba) ------------------------------------------------------------------
+@dataclass
+class BAOptions:
+    """Dense BA settings. Depth quantities are in the normalised unit (mean inverse depth 1)."""
+
+    # Prior weight (DROID RGB-D mode), times the per-pixel prior confidence. It suits sensor-grade priors; with
+    # noisy network priors lower it (or their confidence): at 5 % per-pixel noise, 0.05 shrinks the trajectory
+    # scale by about 4 % (errors in variables), 0.002 by about 0.1 %.
+    alpha: float = 0.05
+    min_depth: float = MIN_DEPTH  # drop terms whose X'2 (= depth_j / depth_i) is below this
+    lm: float = 1e-4  # LM damping of the reduced pose system: H + lm * diag(H) + ep * I
+    ep: float = 0.1
+    weight_scale: float = 1e-3  # flow weight = weight_scale * given weight (DROID: 0.001 * confidence)
+    eta: float = 1e-3  # depth damping where there is no prior and no eta is passed
+    robust: Kernel = "none"  # kernel on the flow residual norm
+    robust_px: float = 2.0  # its threshold in pixels
+    prior_robust: Kernel = "none"  # kernel on the prior residual |d - d_prior|
+    prior_robust_thresh: float = 0.1  # its threshold in normalised inverse depth
+    # Weight of the per-keyframe scale anchor (0 = off): every pixel of a keyframe with a prior is pulled towards
+    # its current inverse depth rescaled so that the keyframe's trimmed mean log ratio to the prior is zero. It
+    # carries only the prior's scale (unbiased on average over a frame), none of its correlated shape errors.
+    scale_anchor: float = 0.0
+    motion_only: bool = False  # poses only, depths held
+    depth_only: bool = False  # depths only, poses held
+    min_invdepth: float = 1e-3  # clamp after every step
+    normalise: bool = True  # work in the normalised depth unit
+
+    def __post_init__(self) -> None:
+        if self.motion_only and self.depth_only:
+            raise MetricSlamError("BAOptions: motion_only and depth_only are both true; set at most one of them")
+        if not self.scale_anchor >= 0:
+            raise MetricSlamError(f"BAOptions.scale_anchor={self.scale_anchor}: use a weight >= 0 (0 = off)")
+        for name in ("robust", "prior_robust"):
+            if getattr(self, name) not in get_args(Kernel):
+                raise MetricSlamError(f"BAOptions.{name}={getattr(self, name)!r}: use none, huber or cauchy")
+
+
+# -- classical correspondences (metricslam.slam.correspondence.classical, .refine) ---------------------------------
+@dataclass
+class PatchRefineConfig:
+    """Per-cell patch alignment after dense flow (pixels are processing-resolution pixels)."""
+
+    enabled: bool = False
+    size: int = 13  # patch side (odd), centred on the grid cell's centre
+    iters: int = 6  # inverse-compositional steps
+    max_shift: float = 2.0  # a match moving farther than this from the dense target is rejected
+    min_ncc: float = 0.8  # ... as is one whose normalised cross-correlation with the template ends below this
+    reject_weight: float = 0.5  # weight factor of rejected cells (they keep the dense target)
+
+    def __post_init__(self) -> None:
+        if self.size < 3 or self.size % 2 == 0:
+            raise MetricSlamError(f"flow.patch.size={self.size}: use an odd patch side of at least 3")
+        if self.iters < 1 or not self.max_shift > 0 or not 0 <= self.reject_weight <= 1:
+            raise MetricSlamError("flow.patch: iters >= 1, max_shift > 0 and reject_weight in [0, 1] are required")
+
+
+@dataclass
+class FlowConfig:
+    """Options of the classical correspondence back-end (pixels are processing-resolution pixels)."""
+
+    preset: DisPreset = "fast"  # DIS preset for graph edges
+    filter_preset: DisPreset = "ultrafast"  # DIS preset for the per-frame motion filter
+    fb_sigma: float = 1.0  # forward-backward error (px) at which confidence falls to exp(-1)
+    photo_sigma: float = 12.0  # grey-level difference at which confidence halves
+    border: float = 2.0  # targets closer than this to the image border (px) get no confidence
+    refine: bool = False  # after the window BA, re-run the new keyframe's flows from its reprojection and BA again
+    # Flow in flat regions (plain walls, dark doors) is interpolated, not measured, and still photometrically and
+    # forward-backward consistent. Confidence is scaled by lmin / (lmin + texture^2), with lmin the smaller
+    # eigenvalue of the source block's gradient structure tensor (grey levels per pixel); 0 disables.
+    texture: float = 1.0
+    # Flows of several new graph edges run concurrently (OpenCV releases the GIL, so the core that the
+    # single-threaded BA leaves idle gets work): 1 computes them one after the other.
+    workers: int = 2
+    # Graph-edge targets refined per grid cell by patch alignment (metricslam.slam.correspondence.refine), each
+    # weighted by its patch Hessian instead of the block texture weight.
+    patch: PatchRefineConfig = field(default_factory=PatchRefineConfig)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise MetricSlamError(f"flow.workers={self.workers}: use 1 (one flow at a time) or more")
+
+
+# -- depth prior (metricslam.slam.prior_factory, metricslam.slam.prior_schedule) -----------------------------------
+@dataclass
+class PriorConfig:
+    """Which depth prior feeds the BA and its options."""
+
+    # none: pure monocular, arbitrary scale. simulated is a stand-in for a network, made from the sequence's
+    # ground-truth depth (tests, benchmarks, the demo), so it is never the default.
+    kind: PriorName = "none"
+    folder: str | None = None  # for kind=folder: depth maps named like the images (.png with scale, or .npy metres)
+    depth_scale: float = 1000.0  # units per metre of PNG depth maps in the folder
+    # for kind=simulated: the error model (metricslam.depth.simulated, where the simulator lives)
+    simulated: SimulatedPriorConfig = field(default_factory=SimulatedPriorConfig)
+    weights: str | None = None  # for kind=metric3d: checkpoint path or registry name
+    variant: str | None = None  # for kind=metric3d: model variant (inferred from the weights name when possible)
+    input_size: tuple[int, int] | None = None  # for kind=metric3d: network input (H, W); None = official size
+    cache_dir: str | None = None  # for kind=metric3d: where predictions are cached for reruns
+    device: str | None = None  # for kind=metric3d: None = CUDA if available else CPU
+    # for kind=metric3d: the forward pass. auto = OpenVINO on a CPU when installed (vit_small in 0.3-0.5x of
+    # torch's time there, same float32 outputs; metricslam.depth.openvino_backend), else torch. precision bf16:
+    # faster on CPUs with bfloat16 units (OpenVINO vit_small 0.19x of torch fp32), depths differ from fp32.
+    backend: Literal["auto", "torch", "openvino"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # Per-pixel trust in the BA, as a factor on BAOptions.alpha (DROID's RGB-D weight). None = the prior's own:
+    # 1 for sensor depth, 0.02 for network predictions (simulated, metric3d, folder), whose errors are spatially
+    # correlated (smooth distortions, a per-frame scale): at full weight they shrank the synthetic room's
+    # trajectory by ~20 %; at 0.02 the flow sets the shape and the priors only the scale (+0.3 %).
+    weight: float | None = None
+    # Which keyframes run the prior (metricslam.slam.prior_schedule): 'every' keyframe, or 'coverage': only where
+    # no recent prior keyframe's prior, reprojected with the current poses, covers min_coverage of the view (and at
+    # least every max_gap keyframes); the others receive that prior transferred by reprojection. 'auto' =
+    # coverage for metric3d (a network forward costs seconds on a CPU), every for the others.
+    schedule: Literal["auto", "every", "coverage"] = "auto"
+    min_coverage: float = 0.7  # fraction of the new keyframe's BA grid a recent prior keyframe must cover
+    max_gap: int = 8  # keyframes at most between two runs of the prior
+    candidates: int = 4  # recent prior keyframes considered as transfer sources
+    transfer: bool = True  # False: keyframes between prior keyframes get no prior at all
+    transfer_weight: float = 0.5  # confidence factor of a transferred prior (it also carries the pose errors)
+    # Keyframes after which a prior predicted by the background worker enters the BA (the tracker waits only if it
+    # is not ready by then; a fixed point keeps runs deterministic). 0 = predict in line, no worker. None = auto:
+    # 2 for metric3d on an accelerator (the forward overlaps tracking), else 0 (on a CPU the forward already uses
+    # every core, and late priors cost accuracy: metricslam.slam.prior_schedule.resolve_schedule).
+    lag: int | None = None
+
+
+# -- tracking (metricslam.slam.system, metricslam.slam.pnp) --------------------------------------------------------
+@dataclass
+class PnpConfig:
+    """Sparse pose initialiser used by tracking (pixels are processing-resolution pixels)."""
+
+    enabled: bool = True
+    # Tracking tries PnP when fewer grid pixels than this fraction are confident. At 0.6 the synthetic street
+    # (forward motion takes much of the view out of frame) ran PnP before nearly every keyframe, for no gain.
+    below: float = 0.3
+    features: int = 1000  # ORB keypoints per image
+    min_inliers: int = 40  # fewer RANSAC inliers than this: no pose
+    min_inlier_ratio: float = 0.3  # of the matches that have a depth
+    reproj_px: float = 2.5  # RANSAC inlier threshold
+    relocalise: int = 4  # after a tracking failure, try this many of the newest keyframes
 
 
 @dataclass
@@ -44,6 +199,7 @@ class TrackingConfig:
     pnp: PnpConfig = field(default_factory=PnpConfig)
 
 
+# -- front-end, back-end, filler (metricslam.slam.frontend, .backend, .filler) -------------------------------------
 @dataclass
 class FrontendConfig:
     window: int = 10  # keyframes optimised after each new keyframe
@@ -82,6 +238,23 @@ class FillerConfig:
     chunk: int = 256  # frames solved together
 
 
+# -- RGB-D refinement (metricslam.slam.rgbd_refine) ----------------------------------------------------------------
+@dataclass
+class RgbdRefineConfig:
+    enabled: bool = True
+    priors: tuple[str, ...] = ("sensor",)  # priors whose depth is measured: only their runs are refined
+    gaps: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # odometry edges i -> i + g between keyframes, plus loop pairs
+    image_area: int = 256 * 192  # odometry resolution in pixels (aspect kept; processing images are never enlarged)
+    max_change: float = 0.05  # drop an edge that moves further than this x median depth from the BA's pose
+    min_overlap: float = 0.05  # drop an edge with fewer depth correspondences than this fraction of the pixels
+    method: RgbdMethod = "hybrid"
+
+    def __post_init__(self) -> None:
+        if self.method not in get_args(RgbdMethod):
+            raise MetricSlamError(f"rgbd_refine.method={self.method!r}: use one of {', '.join(get_args(RgbdMethod))}")
+
+
+# -- the whole system ----------------------------------------------------------------------------------------------
 @dataclass
 class SlamConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -6,7 +6,8 @@ from typing import cast
 
 import torch
 
-from metricslam.slam.ba import BAOptions, dense_ba
+from metricslam.slam.ba import dense_ba
+from metricslam.slam.config import BAOptions
 from metricslam.slam.video import KeyframeStore
 
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from metricslam.slam.ba import BAOptions, dense_ba
-from metricslam.slam.config import FrontendConfig
+from metricslam.slam.ba import dense_ba
+from metricslam.slam.config import BAOptions, FrontendConfig
 from metricslam.slam.graph import EdgeCache, pair_distance
 from metricslam.slam.video import KeyframeStore
 

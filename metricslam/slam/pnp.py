@@ -13,23 +13,9 @@ import cv2
 import numpy as np
 
 from metricslam.geometry.camera import Intrinsics
+from metricslam.slam.config import PnpConfig
 
 _RATIO = 0.8  # best / second-best descriptor distance below which a match is kept
-
-
-@dataclass
-class PnpConfig:
-    """Sparse pose initialiser used by tracking (pixels are processing-resolution pixels)."""
-
-    enabled: bool = True
-    # Tracking tries PnP when fewer grid pixels than this fraction are confident. At 0.6 the synthetic street
-    # (forward motion takes much of the view out of frame) ran PnP before nearly every keyframe, for no gain.
-    below: float = 0.3
-    features: int = 1000  # ORB keypoints per image
-    min_inliers: int = 40  # fewer RANSAC inliers than this: no pose
-    min_inlier_ratio: float = 0.3  # of the matches that have a depth
-    reproj_px: float = 2.5  # RANSAC inlier threshold
-    relocalise: int = 4  # after a tracking failure, try this many of the newest keyframes
 
 
 @dataclass

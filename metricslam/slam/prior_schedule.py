@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metricslam.depth.priors import DepthPrior, PriorConfig
+from metricslam.depth.prior_protocol import DepthPrior
 from metricslam.errors import MetricSlamError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.frame import Frame
+from metricslam.slam.config import PriorConfig
 from metricslam.slam.preprocess import prior_to_grid
 from metricslam.slam.prior_transfer import coverage, transfer_prior
 from metricslam.slam.prior_worker import Prior, PriorWorker, prior_device

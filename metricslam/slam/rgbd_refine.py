@@ -26,10 +26,10 @@ import open3d as o3d
 import torch
 from tqdm import tqdm
 
-from metricslam.errors import MetricSlamError
 from metricslam.geometry import se3
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import resize_depth
+from metricslam.slam.config import RgbdRefineConfig
 
 _JACOBIANS = {
     "hybrid": o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm,
@@ -51,21 +51,6 @@ def _one_open3d_thread() -> Iterator[None]:
         yield
     finally:
         o3d.utility.set_max_threads(before)
-
-
-@dataclass
-class RgbdRefineConfig:
-    enabled: bool = True
-    priors: tuple[str, ...] = ("sensor",)  # priors whose depth is measured: only their runs are refined
-    gaps: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # odometry edges i -> i + g between keyframes, plus loop pairs
-    image_area: int = 256 * 192  # odometry resolution in pixels (aspect kept; processing images are never enlarged)
-    max_change: float = 0.05  # drop an edge that moves further than this x median depth from the BA's pose
-    min_overlap: float = 0.05  # drop an edge with fewer depth correspondences than this fraction of the pixels
-    method: str = "hybrid"  # hybrid | color
-
-    def __post_init__(self) -> None:
-        if self.method not in _JACOBIANS:
-            raise MetricSlamError(f"rgbd_refine.method={self.method!r}: use one of {', '.join(_JACOBIANS)}")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from metricslam.depth.priors import DepthPrior, make_prior
+from metricslam.depth.prior_protocol import DepthPrior
 from metricslam.device import resolve_device
 from metricslam.geometry import se3
 from metricslam.geometry.camera import Intrinsics
@@ -28,6 +28,7 @@ from metricslam.slam.frontend import Frontend
 from metricslam.slam.graph import initial_flows
 from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
+from metricslam.slam.prior_factory import make_prior
 from metricslam.slam.prior_schedule import ScheduledPriors
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from metricslam.geometry.projective import IntrinsicsLike, reproject
-from metricslam.slam.ba import BAOptions, _depth_system, robust_weight
+from metricslam.slam.ba import _depth_system, robust_weight
+from metricslam.slam.config import BAOptions
 
 
 def dense_reference_step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike,

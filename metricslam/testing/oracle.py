@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from metricslam.depth.priors import DepthPrior, SensorPrior
+from metricslam.depth.prior_protocol import DepthPrior
+from metricslam.depth.priors import SensorPrior
 from metricslam.errors import InputError
 from metricslam.io.frame import Frame
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera

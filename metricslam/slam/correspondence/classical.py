@@ -10,49 +10,20 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
 
 import cv2
 import numpy as np
 
-from metricslam.errors import MetricSlamError
 from metricslam.geometry.projective import pixel_grid
-from metricslam.slam.correspondence.refine import PatchRefineConfig, refine_targets
+from metricslam.slam.config import FlowConfig
+from metricslam.slam.correspondence.refine import refine_targets
 
-DisPreset = Literal["ultrafast", "fast", "medium"]
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
-
-
-@dataclass
-class FlowConfig:
-    """Options of the classical correspondence back-end (pixels are processing-resolution pixels)."""
-
-    preset: DisPreset = "fast"  # DIS preset for graph edges
-    filter_preset: DisPreset = "ultrafast"  # DIS preset for the per-frame motion filter
-    fb_sigma: float = 1.0  # forward-backward error (px) at which confidence falls to exp(-1)
-    photo_sigma: float = 12.0  # grey-level difference at which confidence halves
-    border: float = 2.0  # targets closer than this to the image border (px) get no confidence
-    refine: bool = False  # after the window BA, re-run the new keyframe's flows from its reprojection and BA again
-    # Flow in flat regions (plain walls, dark doors) is interpolated, not measured, and still photometrically and
-    # forward-backward consistent. Confidence is scaled by lmin / (lmin + texture^2), with lmin the smaller
-    # eigenvalue of the source block's gradient structure tensor (grey levels per pixel); 0 disables.
-    texture: float = 1.0
-    # Flows of several new graph edges run concurrently (OpenCV releases the GIL, so the core that the
-    # single-threaded BA leaves idle gets work): 1 computes them one after the other.
-    workers: int = 2
-    # Graph-edge targets refined per grid cell by patch alignment (metricslam.slam.correspondence.refine), each
-    # weighted by its patch Hessian instead of the block texture weight.
-    patch: PatchRefineConfig = field(default_factory=PatchRefineConfig)
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise MetricSlamError(f"flow.workers={self.workers}: use 1 (one flow at a time) or more")
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:

@@ -6,20 +6,18 @@ measure) and an edge store (cached correspondences of the keyframe graph, handed
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 import numpy as np
 import torch
 
 from metricslam.errors import MetricSlamError
-from metricslam.slam.correspondence.classical import ClassicalCorrespondence, FlowConfig
+from metricslam.slam.config import CorrespondenceName, FlowConfig
+from metricslam.slam.correspondence.classical import ClassicalCorrespondence
 from metricslam.slam.graph import EdgeCache
 
 if TYPE_CHECKING:
     from metricslam.slam.video import KeyframeStore
-
-CorrespondenceName = Literal["classical", "droid"]
-
 
 class Tracker(Protocol):
     """Per-frame correspondences from the latest keyframe."""

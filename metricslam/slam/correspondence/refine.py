@@ -20,31 +20,12 @@ Everything is vectorised over the cells of an edge (numpy + OpenCV, which releas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from metricslam.errors import MetricSlamError
-
-
-@dataclass
-class PatchRefineConfig:
-    """Per-cell patch alignment after dense flow (pixels are processing-resolution pixels)."""
-
-    enabled: bool = False
-    size: int = 13  # patch side (odd), centred on the grid cell's centre
-    iters: int = 6  # inverse-compositional steps
-    max_shift: float = 2.0  # a match moving farther than this from the dense target is rejected
-    min_ncc: float = 0.8  # ... as is one whose normalised cross-correlation with the template ends below this
-    reject_weight: float = 0.5  # weight factor of rejected cells (they keep the dense target)
-
-    def __post_init__(self) -> None:
-        if self.size < 3 or self.size % 2 == 0:
-            raise MetricSlamError(f"flow.patch.size={self.size}: use an odd patch side of at least 3")
-        if self.iters < 1 or not self.max_shift > 0 or not 0 <= self.reject_weight <= 1:
-            raise MetricSlamError("flow.patch: iters >= 1, max_shift > 0 and reject_weight in [0, 1] are required")
+from metricslam.slam.config import PatchRefineConfig
 
 
 @lru_cache(maxsize=4)
