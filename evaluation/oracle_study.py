@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,7 +54,7 @@ from metricslam.io.frame import Frame
 from metricslam.io.trajectory import Trajectory
 from metricslam.metrics.trajectory import ate, scale_error
 from metricslam.slam.ba import dense_ba
-from metricslam.slam.config import BAOptions, SlamConfig
+from metricslam.slam.config import SlamConfig
 from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
 from metricslam.slam.graph import EdgeCache, induced_distance
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
@@ -199,18 +199,13 @@ def _start(p: Problem, prior: str, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return poses, torch.stack([_filled(torch.where(c > 0, d, torch.zeros_like(d))) for d, c in zip(inv, conf)])
 
 
-def ba_options(cfg: SlamConfig, weight: float) -> BAOptions:
-    """The configuration's BA options with the prior weight and the back-end's damping."""
-    return replace(cfg.ba, alpha=cfg.ba.alpha * weight, lm=cfg.backend.lm, ep=cfg.backend.ep)
-
-
 def solve(p: Problem, targets: torch.Tensor, weights: torch.Tensor, prior: str, weight: float, iters: int,
           seed: int) -> dict[str, float]:
     """Keyframe ATE (SE3, m) and scale error of the BA from the start state with these correspondences."""
     poses, invdepth = _start(p, prior, seed)
     inv, conf = p.priors[prior]
     poses, _ = dense_ba(poses, invdepth, p.intrinsics, p.ii, p.jj, targets, weights, prior_invdepth=inv,
-                        prior_conf=conf, fixed=[0], iters=iters, options=ba_options(p.config, weight))
+                        prior_conf=conf, fixed=[0], iters=iters, options=p.config.ba_options("global", weight))
     gt = Trajectory(se3.inverse(p.poses_cw).numpy(), p.timestamps)
     est = Trajectory(se3.inverse(poses).numpy(), p.timestamps)
     if not np.isfinite(est.poses).all():

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from metricslam.cli._options import positional_from_overrides
-from metricslam.config import load_config
+from metricslam.config import apply_overrides, load_config
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
 from metricslam.io.run_dir import RunDir
 from metricslam.io.sequences import RecordedSequence, detect_layout, open_sequence
 from metricslam.io.sequences.recorded import match_depth_folder
-from metricslam.mapping.export import MappingConfig, load_mapping_config
+from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
 from metricslam.slam.config import PRIOR_NAMES, SlamConfig
 from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset
@@ -102,17 +102,15 @@ def build_config(args: argparse.Namespace, preset: str | None = None, monocular:
     if args.variant:
         cfg.prior.variant = args.variant
     if args.device:
-        cfg.device = args.device
-        cfg.prior.device = args.device
+        cfg = cfg.with_device(args.device)
     for device in (cfg.device, cfg.prior.device):  # --set or --config may name one too
         resolve_device(device)
     return cfg
 
 
 def mapping_config(overrides: list[str], device: str | None = None) -> MappingConfig:
-    """Mapping defaults, then ``--map-set`` overrides; ``--device`` applies to fusion and cloud too."""
-    devices = [f"tsdf.device={device}", f"cloud.device={device}"] if device else []
-    return load_mapping_config(None, [*devices, *overrides])
+    """Mapping defaults (on ``device`` when --device names one), then ``--map-set`` overrides."""
+    return apply_overrides(MappingConfig().with_device(device) if device else MappingConfig(), overrides)
 
 
 def open_source(args: argparse.Namespace, cfg: SlamConfig) -> RecordedSequence:

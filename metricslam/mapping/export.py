@@ -9,7 +9,7 @@ a saved run with no options reproduces the same mesh.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metricslam.config import load_config, save_config
@@ -32,6 +32,10 @@ class MappingConfig:
     tsdf: TSDFConfig = field(default_factory=TSDFConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     consistent_cloud: bool = True  # also write cloud.ply
+
+    def with_device(self, device: str) -> MappingConfig:
+        """A copy that fuses the mesh and builds the cloud on ``device`` (auto, cpu, cuda, cuda:N)."""
+        return replace(self, tsdf=replace(self.tsdf, device=device), cloud=replace(self.cloud, device=device))
 
 
 @dataclass

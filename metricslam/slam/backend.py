@@ -1,7 +1,6 @@
 """Back-end: global BA over all keyframes with temporal and proximity edges (the latter close loops)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,7 +60,7 @@ class Backend:
         self.store = store
         self.edges = edges
         self.config = config
-        self.ba = replace(ba, lm=config.lm, ep=config.ep)
+        self.ba = ba  # the global BA's settings (SlamConfig.ba_options("global"))
         self.intrinsics = intrinsics
 
     def run(self, segment_starts: list[int], iters: int, window: int | None = None, loops_only_after: int | None = None

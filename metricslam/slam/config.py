@@ -7,7 +7,7 @@ says processing-resolution pixels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 import yaml
@@ -18,7 +18,7 @@ from metricslam.errors import MetricSlamError
 from metricslam.geometry.projective import MIN_DEPTH
 
 __all__ = [
-    "BAOptions", "BackendConfig", "CorrespondenceName", "DisPreset", "FillerConfig", "FlowConfig", "FrontendConfig",
+    "BAOptions", "BAStage", "BackendConfig", "CorrespondenceName", "DisPreset", "FillerConfig", "FlowConfig", "FrontendConfig",
     "Kernel", "PRIOR_NAMES", "PatchRefineConfig", "PnpConfig", "PriorConfig", "PriorName", "RgbdMethod",
     "RgbdRefineConfig", "SimulatedPriorConfig", "SlamConfig", "TrackingConfig", "default_config_yaml",
 ]
@@ -29,6 +29,7 @@ CorrespondenceName = Literal["classical", "droid"]  # metricslam.slam.correspond
 PriorName = Literal["sensor", "folder", "simulated", "none", "metric3d"]  # metricslam.slam.prior_factory
 PRIOR_NAMES: tuple[str, ...] = get_args(PriorName)
 RgbdMethod = Literal["hybrid", "color"]  # Open3D RGB-D odometry terms (metricslam.slam.rgbd_refine)
+BAStage = Literal["tracking", "window", "global"]  # SlamConfig.ba_options
 
 
 # -- dense bundle adjustment (metricslam.slam.ba) ------------------------------------------------------------------
@@ -41,7 +42,10 @@ class BAOptions:
     # scale by about 4 % (errors in variables), 0.002 by about 0.1 %.
     alpha: float = 0.05
     min_depth: float = MIN_DEPTH  # drop terms whose X'2 (= depth_j / depth_i) is below this
-    lm: float = 1e-4  # LM damping of the reduced pose system: H + lm * diag(H) + ep * I
+    # LM damping of the reduced pose system: H + lm * diag(H) + ep * I. SlamConfig.ba's pair damps the
+    # motion-only steps (frame tracking, the filler); the window and global BA have their own (frontend.lm/ep,
+    # backend.lm/ep; SlamConfig.ba_options picks the pair of a stage).
+    lm: float = 1e-4
     ep: float = 0.1
     weight_scale: float = 1e-3  # flow weight = weight_scale * given weight (DROID: 0.001 * confidence)
     eta: float = 1e-3  # depth damping where there is no prior and no eta is passed
@@ -211,7 +215,7 @@ class FrontendConfig:
     warmup: int = 8  # the first `warmup` keyframes use `warmup_iters`
     warmup_iters: int = 8
     keyframe_thresh: float = 6.0  # a keyframe closer than this (grid px) to its predecessor is removed
-    lm: float = 1e-4
+    lm: float = 1e-4  # LM damping of the window BA (BAOptions.lm, .ep)
     ep: float = 0.1
 
 
@@ -228,7 +232,7 @@ class BackendConfig:
     max_edges_per_keyframe: int = 10
     iters: int = 6  # GN steps per periodic run
     final_iters: int = 3  # GN steps at the end
-    lm: float = 1e-5
+    lm: float = 1e-5  # LM damping of the global BA (BAOptions.lm, .ep)
     ep: float = 1e-2
 
 
@@ -284,6 +288,18 @@ class SlamConfig:
     # per-frame scale noise (about 4 %) starts to fight the flow.
     ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5, scale_anchor=0.005))
     prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves
+
+    def ba_options(self, stage: BAStage, prior_weight: float = 1.0) -> BAOptions:
+        """The BA settings of one stage: ``ba`` with that stage's damping (tracking: frame tracking and the
+        filler, ba.lm/ep; window: frontend.lm/ep; global: backend.lm/ep) and the prior weight alpha scaled by
+        ``prior_weight`` (PriorConfig.weight or the prior's own)."""
+        lm, ep = {"tracking": (self.ba.lm, self.ba.ep), "window": (self.frontend.lm, self.frontend.ep),
+                  "global": (self.backend.lm, self.backend.ep)}[stage]
+        return replace(self.ba, alpha=self.ba.alpha * prior_weight, lm=lm, ep=ep)
+
+    def with_device(self, device: str) -> SlamConfig:
+        """A copy that runs on ``device`` (auto, cpu, cuda, cuda:N): the SLAM and the depth network."""
+        return replace(self, device=device, prior=replace(self.prior, device=device))
 
 
 DEFAULT_CONFIG_HEADER = """\

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,7 +61,7 @@ class Frontend:
         self.store = store
         self.edges = edges
         self.config = config
-        self.ba = replace(ba, lm=config.lm, ep=config.ep)
+        self.ba = ba  # the window BA's settings (SlamConfig.ba_options("window"))
         self.intrinsics = intrinsics
         self.segment_start = 0
         self.added = 0

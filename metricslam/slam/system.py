@@ -7,7 +7,6 @@ periodically and at the end; the filler then gives every frame its final pose.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -80,10 +79,11 @@ class Slam:
         self.corr, self.edges = make_correspondence(cfg.correspondence, cfg.flow, cfg.stride, self.grid_intrinsics,
                                                     cfg.ba.eta, cfg.droid_weights, self.device)
         weight = cfg.prior.weight if cfg.prior.weight is not None else self.prior.ba_weight
-        ba = replace(cfg.ba, alpha=cfg.ba.alpha * weight)
-        self.frontend = Frontend(self.store, self.edges, cfg.frontend, ba, self.grid_intrinsics, cfg.flow.refine)
-        self.backend = Backend(self.store, self.edges, cfg.backend, ba, self.grid_intrinsics)
-        self._track_opts = cfg.ba
+        self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba_options("window", weight),
+                                 self.grid_intrinsics, cfg.flow.refine)
+        self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba_options("global", weight),
+                               self.grid_intrinsics)
+        self._track_opts = cfg.ba_options("tracking")
         self.pnp = PnpInitialiser(cfg.tracking.pnp, self._camera, cfg.stride) if cfg.tracking.pnp.enabled else None
 
     @property
