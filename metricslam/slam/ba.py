@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -57,6 +58,9 @@ from metricslam.geometry.projective import (
 )
 from metricslam.slam.config import BAOptions, Kernel
 from metricslam.slam.pose_system import PoseSystem
+
+if TYPE_CHECKING:
+    from metricslam.slam.sparse_factors import SparseObservations
 
 # The scale anchor's level is a trimmed mean over every ANCHOR_STEP-th pixel of the flattened grid (it sorts
 # per keyframe per step; a fifth of the grid is plenty for a mean; a stride prime to the usual grid widths walks
@@ -218,14 +222,15 @@ def gauss_newton_step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsic
     dtype = invdepths.dtype
     return _step(poses_cw, invdepths, intrinsics, ii, jj, _channels_first(targets, dtype),
                  _channels_first(weights.expand(*targets.shape), dtype), prior_invdepth, prior_conf, fixed, eta,
-                 options)
+                 options)[:2]
 
 
 def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: IntrinsicsLike, ii: torch.Tensor,
           jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, prior_invdepth: torch.Tensor,
-          prior_conf: torch.Tensor, fixed: torch.Tensor, eta: torch.Tensor, options: BAOptions
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """gauss_newton_step with channel-first (E, 2, P) targets and weights.
+          prior_conf: torch.Tensor, fixed: torch.Tensor, eta: torch.Tensor, options: BAOptions,
+          sparse: SparseObservations | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """gauss_newton_step with channel-first (E, 2, P) targets and weights, plus the increment of the sparse
+    track depths (None without tracks; motion-only steps hold them).
 
     Schur complement. With q = C^-1/2, the coupling of edge e's relative-pose increment with the depths of its
     source frame, scaled by q, is F_e = sum_c w J_j Jd q (6, P). Edges sharing a source frame share those depths:
@@ -290,8 +295,9 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         system.add_edge_vectors(g.double() - u.double(), A, ii_e, jj_e)
         kept.append((edges, A, F))
 
+    tracks = sparse.linearise(system, poses_cw, intr, options.eta, options) if sparse is not None and schur else None
     if not schur:
-        return system.solve(options.lm, options.ep), torch.zeros_like(invdepths)
+        return system.solve(options.lm, options.ep), torch.zeros_like(invdepths), None
     # Frames that are the source of no edge have only their prior (or damping) on the depths.
     alone = torch.ones(K, dtype=torch.bool, device=ii.device)
     alone[ii] = False
@@ -302,7 +308,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         q[alone] = C.rsqrt()
         qb[alone] = q[alone] * bz
     if poses_only:
-        return torch.zeros(K, 6, dtype=torch.float64, device=invdepths.device), (q * qb).reshape(K, h, w)
+        return (torch.zeros(K, 6, dtype=torch.float64, device=invdepths.device), (q * qb).reshape(K, h, w),
+                None if tracks is None else tracks.depth_increment(None))
 
     dx = system.solve(options.lm, options.ep)
     coupled = torch.zeros_like(qb)
@@ -310,7 +317,7 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
         i_e, j_e = ii[edges], jj[edges]
         delta = (dx[j_e] - (A @ dx[i_e][..., None])[..., 0]).to(F.dtype)
         coupled.index_add_(0, i_e, (delta[:, None] @ F)[:, 0])
-    return dx, (q * (qb - coupled)).reshape(K, h, w)
+    return dx, (q * (qb - coupled)).reshape(K, h, w), None if tracks is None else tracks.depth_increment(dx)
 
 
 def _as_mask(fixed: Sequence[int] | torch.Tensor, K: int, device: torch.device) -> torch.Tensor:
@@ -361,8 +368,11 @@ def dense_ba(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrin
              jj: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
              prior_invdepth: torch.Tensor | None = None, prior_conf: torch.Tensor | None = None,
              fixed: Sequence[int] | torch.Tensor = (0,), eta: float | torch.Tensor | None = None,
-             iters: int = 2, options: BAOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``iters`` Gauss-Newton steps of dense BA; returns new (poses_cw, invdepths). See the module docstring."""
+             iters: int = 2, options: BAOptions | None = None, sparse: SparseObservations | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``iters`` Gauss-Newton steps of dense BA; returns new (poses_cw, invdepths). See the module docstring.
+    ``sparse``: keypoint tracks optimised with the rest (``metricslam.slam.sparse_factors``); their inverse
+    depths are updated in place."""
     opts = options or BAOptions()
     _check_shapes(poses_cw, invdepths, ii, jj, targets, weights)
     K, h, w = invdepths.shape
@@ -380,22 +390,27 @@ def dense_ba(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrin
     poses[:, :3, 3] *= scale
     d = invdepths / scale
     dp = prior_invdepth / scale
+    points = None if sparse is None else sparse.rescaled(scale)
 
     targets_cf = _channels_first(targets, d.dtype)
     weights_cf = _channels_first(weights.expand(*targets.shape), d.dtype)
     for _ in range(iters):
-        dx, dz = _step(poses, d, intrinsics, ii, jj, targets_cf, weights_cf, dp, prior_conf, fixed_mask, eta_map,
-                       opts)
+        dx, dz, dzs = _step(poses, d, intrinsics, ii, jj, targets_cf, weights_cf, dp, prior_conf, fixed_mask,
+                            eta_map, opts, points)
         if not opts.depth_only:
             poses = se3.se3_exp(dx.to(poses.dtype)) @ poses
         if not opts.motion_only:
             d = (d + dz).clamp_min(opts.min_invdepth)
+        if points is not None and dzs is not None:
+            points.invdepth = (points.invdepth + dzs.to(points.invdepth.dtype)).clamp_min(opts.min_invdepth)
 
     poses_out = poses_cw.clone()
     if not opts.depth_only:
         poses[:, :3, 3] /= scale
         poses_out[~fixed_mask] = se3.orthonormalise(poses[~fixed_mask])
     invdepths_out = invdepths.clone() if opts.motion_only else d * scale
+    if sparse is not None and points is not None:
+        sparse.invdepth = points.invdepth * scale
     return poses_out, invdepths_out
 
 

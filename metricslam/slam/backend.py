@@ -12,6 +12,7 @@ from metricslam.slam.video import KeyframeStore
 
 if TYPE_CHECKING:
     from metricslam.slam.correspondence.factory import Edges
+    from metricslam.slam.keypoint_tracks import KeypointTracks
 
 
 def proximity_pairs(
@@ -56,12 +57,13 @@ def segment_ids(segment_starts: list[int], count: int) -> list[int]:
 
 class Backend:
     def __init__(self, store: KeyframeStore, edges: Edges, config: BackendConfig, ba: BAOptions,
-                 intrinsics: torch.Tensor):
+                 intrinsics: torch.Tensor, tracks: KeypointTracks | None = None):
         self.store = store
         self.edges = edges
         self.config = config
         self.ba = ba  # the global BA's settings (SlamConfig.ba_options("global"))
         self.intrinsics = intrinsics
+        self.tracks = tracks  # keypoint tracks in the global BA (optional)
 
     def run(self, segment_starts: list[int], iters: int, window: int | None = None, loops_only_after: int | None = None
             ) -> bool:
@@ -89,5 +91,5 @@ class Backend:
         lo = min([i for i, _ in pairs] + [first])
         indices = list(range(lo, K))
         fixed = [k - lo for k in indices if k < first or k in starts or k == 0]
-        optimise(self.store, self.edges, indices, fixed, iters, self.ba, self.intrinsics)
+        optimise(self.store, self.edges, indices, fixed, iters, self.ba, self.intrinsics, self.tracks)
         return True

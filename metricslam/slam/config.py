@@ -20,7 +20,7 @@ from metricslam.geometry.projective import MIN_DEPTH
 __all__ = [
     "BAOptions", "BAStage", "BackendConfig", "CorrespondenceName", "DisPreset", "FillerConfig", "FlowConfig", "FrontendConfig",
     "Kernel", "PRIOR_NAMES", "PatchRefineConfig", "PnpConfig", "PriorConfig", "PriorName", "RgbdMethod",
-    "RgbdRefineConfig", "SimulatedPriorConfig", "SlamConfig", "TrackingConfig", "default_config_yaml",
+    "RgbdRefineConfig", "SimulatedPriorConfig", "SlamConfig", "SparseTracksConfig", "TrackingConfig", "default_config_yaml",
 ]
 
 Kernel = Literal["none", "huber", "cauchy"]  # robust kernels of the BA (metricslam.slam.ba.robust_weight)
@@ -203,6 +203,35 @@ class TrackingConfig:
     pnp: PnpConfig = field(default_factory=PnpConfig)
 
 
+# -- sparse keypoint tracks (metricslam.slam.keypoint_tracks, .sparse_factors) -------------------------------------
+@dataclass
+class SparseTracksConfig:
+    """Sparse keypoint tracks as extra BA factors (pixels are processing-resolution pixels)."""
+
+    enabled: bool = False
+    detector: Literal["sift", "orb"] = "sift"
+    features: int = 1000  # keypoints per keyframe
+    match_window: int = 3  # previous keyframes of the segment each new keyframe is matched to
+    ratio: float = 0.8  # Lowe's ratio test: best / second-best descriptor distance
+    ransac_px: float = 1.0  # fundamental-matrix RANSAC inlier threshold
+    # Weight of one track observation per coordinate, relative to a dense correspondence of confidence 1.
+    # Rule: the ratio of the error variances of the two kinds, (dense median / sparse median)^2 against the
+    # ground-truth motion (evaluation/sparse_tracks.py): 5.4 on the synthetic room (0.28 / 0.12 px), 2.0 on
+    # hololens_000 (1.73 / 1.22 px, where the ground truth is itself about a pixel off); 4 lies between.
+    weight: float = 4.0
+    robust_px: float = 1.0  # Cauchy kernel threshold on an observation's residual
+    max_residual_px: float = 3.0  # observations further than this from their reprojection after a BA are dropped
+
+    def __post_init__(self) -> None:
+        if self.features < 8 or self.match_window < 1:
+            raise MetricSlamError(f"SparseTracksConfig: features={self.features}, match_window={self.match_window}: "
+                                  "use at least 8 features and a match window of 1 or more")
+        if not (0 < self.ratio <= 1 and self.weight >= 0 and self.ransac_px > 0 and self.robust_px > 0
+                and self.max_residual_px > 0):
+            raise MetricSlamError("SparseTracksConfig: ratio must lie in (0, 1], weight >= 0, and the pixel "
+                                  "thresholds ransac_px, robust_px, max_residual_px > 0")
+
+
 # -- front-end, back-end, filler (metricslam.slam.frontend, .backend, .filler) -------------------------------------
 @dataclass
 class FrontendConfig:
@@ -271,6 +300,8 @@ class SlamConfig:
     correspondence: CorrespondenceName = "classical"  # classical (dense flow, CPU) | droid (learned, droid.pth)
     droid_weights: str | None = None  # droid.pth path or registry name for correspondence=droid
     flow: FlowConfig = field(default_factory=FlowConfig)
+    # Sparse keypoint tracks (SIFT/ORB matched over keyframes) as extra reprojection factors in every BA.
+    sparse: SparseTracksConfig = field(default_factory=SparseTracksConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)

@@ -13,6 +13,7 @@ from metricslam.slam.video import KeyframeStore
 
 if TYPE_CHECKING:
     from metricslam.slam.correspondence.factory import Edges
+    from metricslam.slam.keypoint_tracks import KeypointTracks
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,19 @@ def update_confidence(store: KeyframeStore, indices: list[int], ii: torch.Tensor
 
 def optimise(
     store: KeyframeStore, edges: Edges, indices: list[int], fixed: list[int], iters: int, options: BAOptions,
-    intrinsics: torch.Tensor,
+    intrinsics: torch.Tensor, tracks: KeypointTracks | None = None,
 ) -> None:
-    """Dense BA over keyframes ``indices`` (edges among them); ``fixed`` are positions inside ``indices``."""
+    """Dense BA over keyframes ``indices`` (edges among them); ``fixed`` are positions inside ``indices``. With
+    ``tracks``, their keypoint tracks among those keyframes join the BA."""
     ii, jj, targets, weights = edges.gather(store, indices)
     if ii.numel() == 0:
         return
+    sparse = tracks.gather(store, indices) if tracks is not None else None
     idx = torch.tensor(indices, dtype=torch.long, device=store.device)
     poses, invdepth = dense_ba(
         store.poses[idx], store.invdepth[idx], intrinsics, ii, jj, targets, weights,
         prior_invdepth=store.prior_invdepth[idx], prior_conf=store.prior_conf[idx], fixed=fixed, iters=iters,
-        options=options, eta=edges.damping,
+        options=options, eta=edges.damping, sparse=None if sparse is None else sparse[0],
     )
     if not (bool(torch.isfinite(poses).all()) and bool(torch.isfinite(invdepth).all())):
         log.warning("bundle adjustment diverged over keyframes %d..%d; keeping the previous state",
@@ -48,13 +51,15 @@ def optimise(
     store.poses[idx] = poses
     store.invdepth[idx] = invdepth.to(store.invdepth.dtype)
     update_confidence(store, indices, ii, weights)
+    if tracks is not None and sparse is not None:
+        tracks.update(store, indices, sparse)
 
 
 class Frontend:
     """Keeps the newest keyframes optimised. ``segment_start`` is the first keyframe after the last re-init."""
 
     def __init__(self, store: KeyframeStore, edges: Edges, config: FrontendConfig, ba: BAOptions,
-                 intrinsics: torch.Tensor, refine: bool = False):
+                 intrinsics: torch.Tensor, refine: bool = False, tracks: KeypointTracks | None = None):
         # With ``refine``, the new keyframe's flows re-run from the BA's reprojection, then BA again (cached
         # classical flow only: learned correspondences already update on every gather).
         self._refresher = edges if refine and isinstance(edges, EdgeCache) else None
@@ -65,6 +70,7 @@ class Frontend:
         self.intrinsics = intrinsics
         self.segment_start = 0
         self.added = 0
+        self.tracks = tracks  # keypoint tracks in the window BA (optional)
 
     def connect(self, k: int) -> None:
         """Temporal edges from keyframe k to its predecessors and proximity edges inside the window."""
@@ -89,12 +95,12 @@ class Frontend:
         iters = self.config.warmup_iters if self.added <= self.config.warmup else self.config.iters
         # Learned correspondences update on every gather (one network step each); cached flow is fixed.
         for _ in range(max(1, self.config.updates)):
-            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
+            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics, self.tracks)
         if self._refresher is not None:
             lo = self.window()[0]
             pairs = [(i, k) for i in range(lo, k) if (int(self.store.uid[i]), int(self.store.uid[k])) in self.edges]
             self._refresher.refresh(self.store, pairs)
-            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics)
+            optimise(self.store, self.edges, self.window(), self.fixed(), iters, self.ba, self.intrinsics, self.tracks)
 
     def fixed(self) -> list[int]:
         """Positions in the window of the poses held constant: the oldest ``fixed_poses``, always leaving the
@@ -113,5 +119,7 @@ class Frontend:
     def remove(self, k: int) -> None:
         """Delete keyframe k with its edges, then restore the temporal edges of the newest keyframe."""
         self.edges.drop(int(self.store.uid[k]))
+        if self.tracks is not None:
+            self.tracks.forget(self.store, k)
         self.store.remove(k)
         self.connect(len(self.store) - 1)

@@ -25,6 +25,7 @@ from metricslam.slam.correspondence.factory import Edges, Tracker, make_correspo
 from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
 from metricslam.slam.graph import initial_flows
+from metricslam.slam.keypoint_tracks import KeypointTracks
 from metricslam.slam.pnp import Features, PnpInitialiser
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.prior_factory import make_prior
@@ -79,10 +80,11 @@ class Slam:
         self.corr, self.edges = make_correspondence(cfg.correspondence, cfg.flow, cfg.stride, self.grid_intrinsics,
                                                     cfg.ba.eta, cfg.droid_weights, self.device)
         weight = cfg.prior.weight if cfg.prior.weight is not None else self.prior.ba_weight
+        self.tracks = KeypointTracks(cfg.sparse, cfg.stride, self.grid_intrinsics) if cfg.sparse.enabled else None
         self.frontend = Frontend(self.store, self.edges, cfg.frontend, cfg.ba_options("window", weight),
-                                 self.grid_intrinsics, cfg.flow.refine)
+                                 self.grid_intrinsics, cfg.flow.refine, self.tracks)
         self.backend = Backend(self.store, self.edges, cfg.backend, cfg.ba_options("global", weight),
-                               self.grid_intrinsics)
+                               self.grid_intrinsics, self.tracks)
         self._track_opts = cfg.ba_options("tracking")
         self.pnp = PnpInitialiser(cfg.tracking.pnp, self._camera, cfg.stride) if cfg.tracking.pnp.enabled else None
 
@@ -350,6 +352,8 @@ class Slam:
         k = self.store.append(f.index, f.timestamp, pose_cw, invdepth, prior_inv, prior_conf, g, f.rgb, prior_full)
         self.records.append(FrameRecord(f.index, f.timestamp, int(self.store.uid[k]),
                                         torch.eye(4, dtype=torch.float64, device=self.device), True))
+        if self.tracks is not None:
+            self.tracks.add_keyframe(self.store, k, self.frontend.segment_start)
         if k == self.frontend.segment_start:
             return
         self.frontend.step()
