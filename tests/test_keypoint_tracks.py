@@ -100,3 +100,29 @@ def test_removing_a_keyframe_moves_its_tracks_to_their_next_observer(room):
 def test_bad_settings_are_refused():
     with pytest.raises(MetricSlamError, match="ratio"):
         SparseTracksConfig(ratio=1.5)
+
+
+def test_slam_keeps_tracks_in_its_bundle_adjustment():
+    """sparse.enabled wires the tracks into the running system: they grow with the keyframes, survive keyframe
+    removal, fit the final poses, and the run stays metric."""
+    from metricslam.config import apply_overrides
+    from metricslam.io.trajectory import Trajectory
+    from metricslam.metrics.trajectory import evaluate_trajectory
+    from metricslam.slam.config import SlamConfig
+    from metricslam.slam.sparse_factors import residuals
+    from metricslam.slam.system import Slam
+
+    seq = SyntheticSequence("room", frames=90, width=256, height=192, seed=0)
+    slam = Slam(apply_overrides(SlamConfig(), ["prior.kind=simulated", "sparse.enabled=true", "threads=1"]))
+    for i in range(90):
+        slam.track(seq[i])
+    rec = slam.finish()
+    tracks = slam.tracks
+    assert tracks is not None and tracks.observations() > 20 * len(slam.store)
+    everything = list(range(len(slam.store)))
+    gathered = tracks.gather(slam.store, everything)
+    assert gathered is not None
+    err = residuals(gathered[0], slam.store.poses, slam.grid_intrinsics.float(), 0.1) * slam.config.stride
+    assert float(err.median()) < 1.0
+    m = evaluate_trajectory(seq.gt_trajectory(), Trajectory(rec.poses_wc, seq.gt_trajectory().timestamps))
+    assert m["ate_se3_rmse_m"] < 0.06 and abs(m["scale_error"]) < 0.08, m
