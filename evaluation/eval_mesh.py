@@ -27,12 +27,12 @@ from metricslam.depth.priors import SensorPrior, SimulatedPrior
 from metricslam.depth.simulated import SimulatedPriorConfig
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.io.atomic import write_text_atomic
+from metricslam.io.run_dir import CLOUD_FILE, MESH_FILE
 from metricslam.io.sequences import open_sequence
 from metricslam.io.synthetic import WORLDS, SyntheticSequence
 from metricslam.io.trajectory import Trajectory
 from metricslam.mapping.cloud import CloudConfig, consistent_cloud
 from metricslam.mapping.depthmaps import KeyframeDepthConfig
-from metricslam.mapping.export import CLOUD_FILE, MESH_FILE
 from metricslam.mapping.measure import geometry_points, map_scores
 from metricslam.mapping.tsdf import TSDFConfig, fuse_reconstruction
 from metricslam.metrics.trajectory import align

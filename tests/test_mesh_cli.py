@@ -10,9 +10,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from metricslam.cli import main
-from metricslam.mapping.export import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, MappingConfig, write_map
+from metricslam.io.run_dir import CLOUD_FILE, GT_FILE, MAPPING_CONFIG_FILE, MESH_FILE, PLOT_FILES
+from metricslam.mapping.export import MappingConfig, write_map
 from metricslam.mapping.tsdf import TSDFConfig
-from metricslam.viz.run_plots import GT_FILE, PLOT_FILES
 
 W, H, FRAMES = 128, 96, 16
 pytestmark = pytest.mark.usefixtures("one_thread")

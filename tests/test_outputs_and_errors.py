@@ -368,15 +368,14 @@ def test_weights_list_labels_its_columns(capsys):
 
 
 def test_mapping_skipped_says_why(caplog):
-    from metricslam.mapping.export import MappingConfig
+    from metricslam.mapping.export import MappingConfig, map_reconstruction
     from metricslam.mapping.tsdf import TSDFConfig
-    from metricslam.pipeline import map_reconstruction
 
     class OneKeyframe:  # the fields map_reconstruction reads before it gives up
         num_keyframes = 1
         kf_poses_wc = np.eye(4)[None]
 
     with caplog.at_level(logging.WARNING):
-        mesh, files = map_reconstruction(OneKeyframe(), Path("unused"), MappingConfig(tsdf=TSDFConfig(min_weight=2)))
-    assert mesh is None and files == []
+        outputs = map_reconstruction(OneKeyframe(), Path("unused"), MappingConfig(tsdf=TSDFConfig(min_weight=2)))
+    assert outputs is None
     assert "too few keyframes" in caplog.text and "moved too little" in caplog.text

@@ -12,20 +12,16 @@ import numpy as np
 import pytest
 
 from metricslam.cli import main
+from metricslam.cli._summary import format_summary
 from metricslam.config import load_config
 from metricslam.depth.priors import SimulatedPrior
 from metricslam.errors import InputError, MetricSlamError
 from metricslam.io.prefetch import prefetched
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.io.trajectory import read_trajectory
-from metricslam.mapping.export import MappingConfig
-from metricslam.pipeline import (
-    format_summary,
-    map_reconstruction,
-    rigid_poses,
-    run_metrics,
-    run_sequence,
-)
+from metricslam.mapping.export import MappingConfig, map_reconstruction, rigid_poses
+from metricslam.metrics.run_report import run_metrics
+from metricslam.pipeline import run_sequence
 from metricslam.slam.config import SlamConfig, default_config_yaml
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.system import Slam
@@ -201,17 +197,18 @@ def test_metric_follows_the_priors_that_arrived(tmp_path):
 def test_mapping_step_writes_the_map_of_a_reconstruction(tmp_path):
     seq = SyntheticSequence("room", frames=9, width=128, height=96, seed=3)
     rec = oracle_reconstruction(seq, keyframe_every=2)
-    mesh, files = map_reconstruction(rec, tmp_path, MappingConfig())
-    assert mesh is not None and mesh.has_triangles()
-    assert {"mesh.ply", "mesh_points.ply", "mapping.yaml"} <= set(files)
-    assert all((tmp_path / name).is_file() for name in files)
+    outputs = map_reconstruction(rec, tmp_path, MappingConfig())
+    assert outputs is not None and outputs.fusion.mesh.has_triangles()
+    assert [p.name for p in outputs.files] == ["mesh.ply", "mesh_points.ply", "cloud.ply", "mapping.yaml"]
+    assert all(p.is_file() for p in outputs.files)
+    assert outputs.cloud_data is not None and len(outputs.cloud_data[0]) == outputs.cloud_points
 
 
 def test_mapping_step_skips_a_single_keyframe(tmp_path, caplog):
     seq = SyntheticSequence("room", frames=2, width=96, height=72, seed=3)
     rec = oracle_reconstruction(seq, keyframe_every=2)
     assert rec.num_keyframes == 1
-    assert map_reconstruction(rec, tmp_path, MappingConfig()) == (None, [])
+    assert map_reconstruction(rec, tmp_path, MappingConfig()) is None
     assert "mapping skipped" in caplog.text and not (tmp_path / "mesh.ply").exists()
 
 
@@ -230,5 +227,5 @@ def test_mapping_step_skips_broken_keyframe_poses(tmp_path, caplog):
     rec = oracle_reconstruction(seq, keyframe_every=2)
     rec.kf_poses_wc[1, :3, :3] *= 1e-3  # a collapsed rotation, as a diverged BA can leave behind
     assert rigid_poses(rec.kf_poses_wc).tolist() == [True, False, True]
-    assert map_reconstruction(rec, tmp_path, MappingConfig()) == (None, [])
+    assert map_reconstruction(rec, tmp_path, MappingConfig()) is None
     assert "not rigid transforms (first: keyframe 1)" in caplog.text

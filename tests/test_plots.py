@@ -7,11 +7,12 @@ import pytest
 
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.images import read_rgb
+from metricslam.io.run_dir import GT_FILE, PLOT_FILES
 from metricslam.io.trajectory import Trajectory
 from metricslam.mapping.export import write_map
 from metricslam.mapping.render import overview_camera, render_mesh, render_points
 from metricslam.viz.figures import translation_errors
-from metricslam.viz.run_plots import GT_FILE, PLOT_FILES, find_run_gt, write_run_plots
+from metricslam.viz.run_plots import write_run_plots
 
 W, H, FRAMES = 128, 96, 16
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,17 +104,18 @@ def test_run_plots_are_written_and_not_blank(room, tmp_path):
     poses[:, :3, 3] += rng.normal(0, 0.02, (len(poses), 3))  # some error to plot
     run = replace(rec, poses_wc=poses, tracked=np.arange(FRAMES) != 5)
     outputs = write_map(run, tmp_path)
-    files = write_run_plots(run, tmp_path, gt, mesh=outputs.fusion.mesh)
+    files = write_run_plots(run, tmp_path, gt, mesh=outputs.fusion.mesh, cloud=outputs.cloud_data)
     assert [f.name for f in files] == list(PLOT_FILES.values())
     for f in files:
         assert f.is_file() and _not_blank(f), f
     montage = read_rgb(tmp_path / PLOT_FILES["keyframes"])
     assert montage.shape[0] > 400 and montage.shape[1] > 800
-    assert find_run_gt(tmp_path) is not None and (tmp_path / GT_FILE).is_file()
+    assert not (tmp_path / GT_FILE).exists()  # the plots only draw: saving the ground truth is the caller's part
 
 
 def test_plots_without_ground_truth_or_map(room, tmp_path):
     rec, _ = room
+    write_map(rec, tmp_path)  # a map in the folder is not read behind the caller's back: only given data is drawn
     files = write_run_plots(replace(rec, kf_prior_depths=None), tmp_path)
     assert [f.name for f in files] == [PLOT_FILES["trajectory"], PLOT_FILES["keyframes"]]
     assert all(_not_blank(f) for f in files)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from metricslam.errors import InputError
+from metricslam.io.run_dir import RunDir
 
 
 def positional_from_overrides(args: argparse.Namespace, dest: str, lists: tuple[str, ...], metavar: str) -> None:
@@ -21,3 +22,17 @@ def positional_from_overrides(args: argparse.Namespace, dest: str, lists: tuple[
         raise InputError(f"'{stray[0][1]}' is not KEY=VALUE; write overrides as KEY=VALUE (e.g. frontend.window=12)")
     if getattr(args, dest) is None:
         raise InputError(f"{metavar} is missing; pass it as the first argument")
+
+
+def add_run_parser(subparsers: argparse._SubParsersAction, name: str, help: str,
+                   description: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose first argument is RUN_DIR, the output folder of `metricslam run`."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="output folder of 'metricslam run'")
+    return p
+
+
+def run_dir_argument(args: argparse.Namespace) -> RunDir:
+    """The run folder named by RUN_DIR (which may follow --set KEY=VALUE lists); InputError when it is not there."""
+    positional_from_overrides(args, "run_dir", tuple(name for name in ("set",) if hasattr(args, name)), "RUN_DIR")
+    return RunDir.existing(args.run_dir)

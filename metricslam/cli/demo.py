@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from metricslam.cli._summary import format_summary
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import MappingConfig
-from metricslam.pipeline import format_summary, run_sequence
+from metricslam.pipeline import run_sequence
 from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
 
 # The targets for this setting (300 frames, simulated prior): checked here so the demo says how it did.

@@ -9,20 +9,23 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from metricslam.cli._run_dir import add_run_parser, load_run
+from metricslam.cli._options import add_run_parser, run_dir_argument
 from metricslam.config import save_config
 from metricslam.errors import InputError
 from metricslam.io.ply import write_ply
+from metricslam.io.run_dir import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE
 from metricslam.mapping.cloud import consistent_cloud
 from metricslam.mapping.depthmaps import DEPTH_SOURCES
-from metricslam.mapping.export import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, load_mapping_config
+from metricslam.mapping.export import load_mapping_config
 from metricslam.mapping.presets import PRESET_NAMES
 from metricslam.mapping.tsdf import fuse_reconstruction, save_mesh
-from metricslam.viz.run_plots import find_run_gt, write_run_plots
+from metricslam.slam.reconstruction import Reconstruction
+from metricslam.viz.run_plots import write_run_plots
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir, rec = load_run(args)
+    folder = run_dir_argument(args)
+    run_dir, rec = folder.path, Reconstruction.load(folder.path)
     out = Path(args.out) if args.out else run_dir / MESH_FILE
     if out.suffix.lower() != ".ply":
         raise InputError(f"{out}: the mesh is written as PLY; give a file name ending in .ply")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         recorded = load_mapping_config(run_dir)
         cloud_cfg = cfg.cloud if args.cloud and _same_file(Path(args.cloud), run_dir / CLOUD_FILE) else recorded.cloud
         save_config(replace(recorded, tsdf=cfg.tsdf, cloud=cloud_cfg), run_dir / MAPPING_CONFIG_FILE)
-        write_run_plots(rec, run_dir, find_run_gt(run_dir), mesh=result.mesh)
+        write_run_plots(rec, run_dir, folder.read_ground_truth(), mesh=result.mesh, cloud=folder.read_cloud())
         print(f"updated {run_dir / MAPPING_CONFIG_FILE} and the map views in {run_dir}")
     return 0
 

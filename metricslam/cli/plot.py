@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from metricslam.cli._run_dir import add_run_parser, load_run
+from metricslam.cli._options import add_run_parser, run_dir_argument
+from metricslam.io.run_dir import GT_FILE
 from metricslam.io.trajectory import FORMATS, read_trajectory
-from metricslam.viz.run_plots import GT_FILE, find_run_gt, write_run_plots
+from metricslam.slam.reconstruction import Reconstruction
+from metricslam.viz.run_plots import write_run_plots
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir, rec = load_run(args)
-    gt = read_trajectory(args.gt, args.format) if args.gt else find_run_gt(run_dir)
-    for path in write_run_plots(rec, run_dir, gt):
+    run_dir = run_dir_argument(args)
+    rec = Reconstruction.load(run_dir.path)
+    gt = read_trajectory(args.gt, args.format) if args.gt else run_dir.read_ground_truth()
+    for path in write_run_plots(rec, run_dir.path, gt, mesh=run_dir.read_mesh(), cloud=run_dir.read_cloud()):
         print(f"wrote {path}")
     if gt is None:
         print(f"no ground truth (pass --gt FILE or put {GT_FILE} in the run folder): error plot skipped")

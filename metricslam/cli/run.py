@@ -17,14 +17,15 @@ import sys
 from pathlib import Path
 
 from metricslam.cli._options import positional_from_overrides
+from metricslam.cli._summary import format_summary
 from metricslam.config import apply_overrides, load_config
 from metricslam.device import resolve_device
 from metricslam.errors import InputError
-from metricslam.io.run_dir import RunDir
+from metricslam.io.run_dir import RUN_OUTPUTS, RunDir
 from metricslam.io.sequences import RecordedSequence, detect_layout, open_sequence
 from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig
-from metricslam.pipeline import RUN_OUTPUTS, format_summary, run_sequence
+from metricslam.pipeline import run_sequence
 from metricslam.slam.config import PRIOR_NAMES, SlamConfig
 from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset
 from metricslam.slam.prior_factory import make_prior

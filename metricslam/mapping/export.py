@@ -1,27 +1,30 @@
 """Write a run's map products into its folder: the one call the run pipeline makes after SLAM.
 
     outputs = write_map(rec, run_dir, MappingConfig())   # mesh.ply, mesh_points.ply, cloud.ply, mapping.yaml
+    outputs = map_reconstruction(rec, run_dir, config)   # the same, or None (with a warning) when it cannot be built
 
 mesh.ply: TSDF mesh (vertex colours, normals); mesh_points.ply: the TSDF surface points; cloud.ply: the
 multi-view consistent cloud; mapping.yaml: the settings used, read back by ``metricslam mesh`` so that re-meshing
-a saved run with no options reproduces the same mesh.
+a saved run with no options reproduces the same mesh. The file names are those of ``metricslam.io.run_dir``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from metricslam.config import load_config, save_config
+from metricslam.errors import MetricSlamError
 from metricslam.io.ply import write_ply
+from metricslam.io.run_dir import CLOUD_FILE, MAPPING_CONFIG_FILE, MESH_FILE, MESH_POINTS_FILE
 from metricslam.mapping.cloud import CloudConfig, consistent_cloud
 from metricslam.mapping.tsdf import FusionResult, TSDFConfig, fuse_reconstruction, save_cloud, save_mesh
 from metricslam.slam.reconstruction import Reconstruction
 
-MESH_FILE = "mesh.ply"
-MESH_POINTS_FILE = "mesh_points.ply"
-CLOUD_FILE = "cloud.ply"
-MAPPING_CONFIG_FILE = "mapping.yaml"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +48,13 @@ class MapOutputs:
     mesh_points: Path
     cloud: Path | None
     cloud_points: int
+    cloud_data: tuple[np.ndarray, np.ndarray] | None = None  # the consistent cloud: points (N, 3), uint8 colours
+    config: Path | None = None  # mapping.yaml
+
+    @property
+    def files(self) -> list[Path]:
+        """The files written, in order."""
+        return [p for p in (self.mesh, self.mesh_points, self.cloud, self.config) if p is not None]
 
 
 def load_mapping_config(run_dir: str | os.PathLike | None = None, overrides: list[str] | None = None) -> MappingConfig:
@@ -61,10 +71,41 @@ def write_map(rec: Reconstruction, out_dir: str | os.PathLike, config: MappingCo
     fusion = fuse_reconstruction(rec, cfg.tsdf)
     save_mesh(out / MESH_FILE, fusion.mesh)
     save_cloud(out / MESH_POINTS_FILE, fusion.cloud)
-    cloud_path, count = None, 0
+    cloud_path, count, cloud = None, 0, None
     if cfg.consistent_cloud:
-        points, colours = consistent_cloud(rec, cfg.cloud)
-        cloud_path, count = out / CLOUD_FILE, len(points)
-        write_ply(cloud_path, points, colours)
+        cloud = consistent_cloud(rec, cfg.cloud)
+        cloud_path, count = out / CLOUD_FILE, len(cloud[0])
+        write_ply(cloud_path, *cloud)
     save_config(cfg, out / MAPPING_CONFIG_FILE)
-    return MapOutputs(fusion, out / MESH_FILE, out / MESH_POINTS_FILE, cloud_path, count)
+    return MapOutputs(fusion, out / MESH_FILE, out / MESH_POINTS_FILE, cloud_path, count, cloud,
+                      out / MAPPING_CONFIG_FILE)
+
+
+def rigid_poses(poses: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+    """(N,) True where a (N, 4, 4) pose is finite with an orthonormal, right-handed rotation."""
+    R = poses[:, :3, :3]
+    finite = np.isfinite(poses).all(axis=(1, 2))
+    R = np.where(finite[:, None, None], R, np.eye(3))
+    orthonormal = np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max(axis=(1, 2)) < tol
+    return finite & orthonormal & (np.linalg.det(R) > 0)
+
+
+def map_reconstruction(rec: Reconstruction, out_dir: str | os.PathLike, config: MappingConfig) -> MapOutputs | None:
+    """``write_map`` after a SLAM run, or None with a warning when the map cannot be built (keyframe poses that
+    are not rigid, too few keyframes, a fusion error): the trajectory is the run's main result and is already
+    saved."""
+    rigid = rigid_poses(rec.kf_poses_wc)
+    if not rigid.all():
+        log.warning("mapping skipped: %d of %d keyframe poses are not rigid transforms (first: keyframe %d); the "
+                    "SLAM run failed there", int((~rigid).sum()), rec.num_keyframes, int(np.flatnonzero(~rigid)[0]))
+        return None
+    if rec.num_keyframes < config.tsdf.min_weight:
+        log.warning("mapping skipped: too few keyframes (%d; the map keeps surfaces seen by %g or more): the camera "
+                    "moved too little for SLAM to add keyframes; use a clip with more camera motion",
+                    rec.num_keyframes, config.tsdf.min_weight)
+        return None
+    try:
+        return write_map(rec, out_dir, config)
+    except MetricSlamError as exc:
+        log.warning("mapping skipped: %s", exc)
+        return None

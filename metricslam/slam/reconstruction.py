@@ -12,9 +12,8 @@ import numpy as np
 from metricslam.errors import InputError
 from metricslam.geometry.camera import Intrinsics
 from metricslam.io.atomic import atomic_path
+from metricslam.io.run_dir import KEYFRAMES_FILE, TRAJECTORY_KITTI_FILE, TRAJECTORY_TUM_FILE
 from metricslam.io.trajectory import Trajectory, write_kitti, write_tum
-
-KEYFRAMES_FILE = "keyframes.npz"
 
 
 @dataclass
@@ -57,12 +56,13 @@ class Reconstruction:
     def keyframe_trajectory(self) -> Trajectory:
         return Trajectory(self.kf_poses_wc.copy(), self.kf_timestamps.copy())
 
-    def save(self, out_dir: str | os.PathLike) -> None:
-        """trajectory_tum.txt and trajectory_kitti.txt (every frame), keyframes.npz (everything else)."""
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """trajectory_tum.txt and trajectory_kitti.txt (every frame), keyframes.npz (everything else); returns
+        the files written."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_tum(out / "trajectory_tum.txt", self.trajectory())
-        write_kitti(out / "trajectory_kitti.txt", self.trajectory())
+        write_tum(out / TRAJECTORY_TUM_FILE, self.trajectory())
+        write_kitti(out / TRAJECTORY_KITTI_FILE, self.trajectory())
         arrays: dict[str, Any] = {
             "timestamps": self.timestamps,
             "poses_wc": self.poses_wc,
@@ -83,6 +83,7 @@ class Reconstruction:
         with atomic_path(out / KEYFRAMES_FILE) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
+        return [out / TRAJECTORY_TUM_FILE, out / TRAJECTORY_KITTI_FILE, out / KEYFRAMES_FILE]
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Reconstruction:

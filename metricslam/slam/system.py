@@ -33,6 +33,7 @@ from metricslam.slam.prior_schedule import ScheduledPriors
 from metricslam.slam.reconstruction import Reconstruction
 from metricslam.slam.rgbd_refine import RefineStats, RgbdAligner, odometry_pairs, refine_keyframe_poses
 from metricslam.slam.two_view import essential_pose, triangulate_invdepth
+from metricslam.slam.updates import UpdateCallback, UpdateFeed
 from metricslam.slam.video import KeyframeStore
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,17 @@ _ROTATION_ONLY_SHARE = 1.0
 
 
 class Slam:
-    """Metric monocular SLAM with depth priors. ``prior`` overrides the one named in ``config.prior``."""
+    """Metric monocular SLAM with depth priors. ``prior`` overrides the one named in ``config.prior``;
+    ``on_update`` is called after every frame with a ``SlamUpdate`` (its pose, the keyframes that joined)."""
 
     # Set on the first frame, by config.correspondence.
     corr: Tracker
     edges: Edges
 
-    def __init__(self, config: SlamConfig | None = None, prior: DepthPrior | None = None):
+    def __init__(self, config: SlamConfig | None = None, prior: DepthPrior | None = None,
+                 on_update: UpdateCallback | None = None):
         self.config = config or SlamConfig()
+        self._feed = UpdateFeed(on_update) if on_update is not None else None
         self.device = resolve_device(self.config.device)
         self.prior = prior if prior is not None else make_prior(self.config.prior)
         self.records: list[FrameRecord] = []
@@ -96,6 +100,11 @@ class Slam:
     # -- per frame --------------------------------------------------------------------------------------------
     def track(self, frame: Frame) -> None:
         """Process the next frame of the video (frames must come in time order)."""
+        self._track(frame)
+        if self._feed is not None:
+            self._feed.send(frame, self.records[-1], self.store, self.grid_camera)
+
+    def _track(self, frame: Frame) -> None:
         if self._camera is None:
             self._start(frame)
         assert self._camera is not None
