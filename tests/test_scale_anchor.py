@@ -1,4 +1,5 @@
-"""The BA's per-keyframe scale anchor: the prior's scale without its shape errors."""
+"""The BA's scale anchor: the priors' scale over the problem's keyframes, without their shape or per-frame scale
+errors."""
 from dataclasses import replace
 
 import pytest
@@ -57,6 +58,22 @@ def test_anchor_recovers_metric_scale_despite_correlated_prior_errors():
     d_scale, t_scale = scales(truth, poses, invd)
     assert abs(d_scale - 1) < 0.01 and abs(t_scale - 1) < 0.01
     assert shape_error(truth, invd, d_scale) < 0.02
+
+
+def test_anchor_averages_per_frame_scale_errors_over_keyframes():
+    """Each keyframe's prior has its own scale error (+-6 %, zero mean in log over the keyframes): the anchor takes
+    the scale from their mean, so every keyframe keeps the flow's relative scale and the whole is metric."""
+    truth = synthetic_problem(8, 24, 32, seed=3, dtype=F64)
+    jitter = 0.06 * torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 1.0], dtype=F64)
+    prior = truth.invdepths * torch.exp(jitter)[:, None, None]
+    T_wc = se3.inverse(truth.poses_cw)
+    T_wc[:, :3, 3] *= 1.1
+    start = replace(truth, poses_cw=se3.inverse(T_wc), invdepths=truth.invdepths / 1.1, prior_invdepth=prior)
+    poses, invd = dense_ba(**vars(start), iters=6, options=BAOptions(alpha=0.0, scale_anchor=0.05))
+    d_scale, t_scale = scales(truth, poses, invd)
+    assert abs(d_scale - 1) < 0.01 and abs(t_scale - 1) < 0.01
+    per_keyframe = (truth.invdepths / invd).log().flatten(1).median(dim=1).values.exp()
+    assert float((per_keyframe / d_scale - 1).abs().max()) < 0.01
 
 
 def test_anchor_is_inert_without_prior():

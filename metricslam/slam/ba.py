@@ -27,7 +27,7 @@ dropped where X'2 < min_depth, optionally re-weighted by a robust kernel (IRLS o
 Per edge only the target-pose blocks are reduced over pixels (J_i = -J_j Adj(T_ij) is applied to the reduced
 6x6 blocks, never per pixel). The depth block is diagonal: flow terms plus alpha * c * (d - d_prior)^2 where a
 prior exists, plus the damping eta elsewhere, plus the optional scale anchor (a per-pixel pull towards the
-current depth rescaled to the prior's per-keyframe scale, see ``_add_scale_anchor``). Poses are solved from
+current depth rescaled to the priors' scale averaged over the problem's keyframes, see ``_anchor_shift``). Poses are solved from
 the block-sparse Schur complement in float64 with DROID's LM damping H + lm diag(H) + ep I (dense Cholesky for
 small systems, sparse LU for large ones: ``metricslam.slam.pose_system``) and the depths are back-substituted
 and clamped. The per-edge work runs in chunks of whole source frames, so memory grows with the number of edges
@@ -116,10 +116,11 @@ def _weighted_pose_jacobian(res: _Residuals, intrinsics: torch.Tensor) -> torch.
 
 
 def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths: torch.Tensor,
-                  prior_invdepth: torch.Tensor, prior_conf: torch.Tensor, eta: torch.Tensor, opts: BAOptions
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  prior_invdepth: torch.Tensor, prior_conf: torch.Tensor, eta: torch.Tensor, opts: BAOptions,
+                  anchor_shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal depth block C and depth gradient (K, P) from the per-edge flow terms c, b (E, P), plus the
-    prior weighted by its confidence, the damping eta for the rest."""
+    prior weighted by its confidence, the damping eta for the rest, plus the scale anchor (``anchor_shift``
+    (K,) from ``_anchor_shift``; NaN for a keyframe without a prior)."""
     K = invdepths.shape[0]
     d = invdepths.reshape(K, -1)
     C = d.new_zeros(d.shape).index_add_(0, ii, c)
@@ -135,31 +136,40 @@ def _depth_system(c: torch.Tensor, b: torch.Tensor, ii: torch.Tensor, invdepths:
         a = a * robust_weight(diff.abs(), opts.prior_robust, opts.prior_robust_thresh)
     C = C + a + eta.to(d.dtype) * (1 - c)
     bz = bz - a * diff
-    if opts.scale_anchor > 0:
-        C, bz = _add_scale_anchor(C, bz, d, dp, has_prior, opts.scale_anchor)
+    if anchor_shift is not None:
+        a = opts.scale_anchor * (~anchor_shift.isnan()[:, None] & (d > 0)).to(d.dtype)
+        C, bz = C + a, bz - a * d * anchor_shift.nan_to_num()[:, None].to(d.dtype)
     return C, bz
 
 
-def _add_scale_anchor(C: torch.Tensor, bz: torch.Tensor, d: torch.Tensor, dp: torch.Tensor, has_prior: torch.Tensor,
-                      weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add the scale anchor to the depth block C and gradient bz (all (K, P)).
+def _anchor_shift(invdepths: torch.Tensor, prior_invdepth: torch.Tensor, prior_conf: torch.Tensor
+                  ) -> torch.Tensor | None:
+    """Relative residual 1 - exp(-L) of the scale anchor for each of the K keyframes (NaN for a keyframe without
+    a prior), or None when no keyframe has one.
 
-    Per keyframe k, l_k = trimmed mean over its prior pixels (sampled) of log(d / d_prior). The anchor's target
-    is d exp(-l_k), fixed at the linearisation point, so the term stays diagonal; its residual d (1 - exp(-l_k))
-    is proportional to d, i.e. a force along the keyframe's scale direction only, and vanishes once l_k = 0. A
-    mean of log ratios weighs near and far pixels alike: a prior that is too near for near things and too far
-    for far things (a common network trait) averages out, where inverse-depth residuals would be dominated by
-    the near pixels.
+    Per keyframe k, l_k = trimmed mean over its prior pixels (sampled) of log(d / d_prior); L = trimmed mean of
+    l_k over the keyframes with a prior. The anchor's target is d exp(-L), fixed at the linearisation point, so
+    the term stays diagonal; its residual d (1 - exp(-L)) is proportional to d, i.e. a force along the scale
+    direction only, the same for every keyframe, and it vanishes once the problem's depths agree with the
+    priors on average. A mean of log ratios weighs near and far pixels alike: a prior that is too near for near
+    things and too far for far things (a common network trait) averages out, where inverse-depth residuals would
+    be dominated by the near pixels. Averaging over keyframes takes the scale from the whole window (the whole
+    map in a global BA) rather than from each keyframe: a network's per-frame scale errors are correlated within
+    a frame but not from frame to frame, so their mean is far better than any one of them, while the
+    correspondences carry the relative scale between keyframes.
     """
-    usable = has_prior & (d > 0)
-    ds, dps, sample = d[:, ::ANCHOR_STEP], dp[:, ::ANCHOR_STEP], usable[:, ::ANCHOR_STEP]
-    ratio = torch.where(sample, torch.log(ds.clamp_min(1e-12) / dps.clamp_min(1e-12)),
-                        torch.full_like(ds, math.inf))
+    K = invdepths.shape[0]
+    d = invdepths.reshape(K, -1)[:, ::ANCHOR_STEP]
+    dp = prior_invdepth.reshape(K, -1)[:, ::ANCHOR_STEP].to(d.dtype)
+    sample = (prior_conf.reshape(K, -1)[:, ::ANCHOR_STEP] > 0) & (dp > 0) & (d > 0)
     counts = sample.sum(dim=1)
-    level = _trimmed_mean(ratio, counts, ANCHOR_TRIM)
-    a = weight * ((counts > 0)[:, None] & (d > 0)).to(d.dtype)
-    residual = d * -torch.expm1(-level)[:, None]
-    return C + a, bz - a * residual
+    has = counts > 0
+    if not bool(has.any()):
+        return None
+    ratio = torch.where(sample, torch.log(d.clamp_min(1e-12) / dp.clamp_min(1e-12)), torch.full_like(d, math.inf))
+    levels = _trimmed_mean(ratio, counts, ANCHOR_TRIM)[has]
+    level = _trimmed_mean(levels[None], has.sum()[None], ANCHOR_TRIM)[0]
+    return torch.where(has, -torch.expm1(-level), torch.full_like(has, math.nan, dtype=d.dtype))
 
 
 def _trimmed_mean(values: torch.Tensor, counts: torch.Tensor, trim: float) -> torch.Tensor:
@@ -245,6 +255,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
     system = PoseSystem(fixed)
     schur = not options.motion_only
     poses_only = options.depth_only or bool(fixed.all())
+    anchor_shift = (_anchor_shift(invdepths, prior_invdepth, prior_conf)
+                    if schur and options.scale_anchor > 0 else None)
     q = invdepths.new_zeros(K, P)
     qb = invdepths.new_zeros(K, P)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per chunk: edges, Adj(T_ij), F
@@ -258,7 +270,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
             assert swJd is not None
             C, bz = _depth_system((swJd * swJd).sum(1), (swJd * res.swr).sum(1), local_ii,
                                   invdepths[frames], prior_invdepth[frames], prior_conf[frames],
-                                  eta.reshape(K, -1)[frames], options)
+                                  eta.reshape(K, -1)[frames], options,
+                                  None if anchor_shift is None else anchor_shift[frames])
             q[frames] = C.rsqrt()
             qb[frames] = q[frames] * bz
             if poses_only:
@@ -304,7 +317,8 @@ def _step(poses_cw: torch.Tensor, invdepths: torch.Tensor, intrinsics: Intrinsic
     if bool(alone.any()):
         empty = invdepths.new_zeros(0, P)
         C, bz = _depth_system(empty, empty, ii[:0], invdepths[alone], prior_invdepth[alone], prior_conf[alone],
-                              eta.reshape(K, -1)[alone], options)
+                              eta.reshape(K, -1)[alone], options,
+                              None if anchor_shift is None else anchor_shift[alone])
         q[alone] = C.rsqrt()
         qb[alone] = q[alone] * bz
     if poses_only:
