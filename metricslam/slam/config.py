@@ -316,7 +316,7 @@ class SlamConfig:
     # prior.weight (network priors are trusted far less per pixel than sensor depth). The scale anchor gives the
     # priors' scale, averaged over the BA's keyframes, the weight their per-pixel shape does not get. Simulated
     # prior, auto preset, ATE (street: KITTI t_err) at anchor weights 0 / 0.005 / 0.02 / 0.05: room 1.39 / 0.33 /
-    # 0.54 / 3.07 cm; street - / 0.59 / 0.48 / 0.54 %; hololens_000 - / 7.3 / 9.3 / 12.2 cm. Stronger, the
+    # 0.54 / 3.07 cm; street 4.06 / 0.59 / 0.48 / 0.54 %; hololens_000 7.65 / 7.29 / 9.34 / 12.2 cm. Stronger, the
     # prior's slowly varying scale errors start to fight the flow.
     ba: BAOptions = field(default_factory=lambda: BAOptions(robust="cauchy", robust_px=0.5, scale_anchor=0.005))
     prior_grid_edge: float = 0.15  # relative inverse-depth spread inside a grid cell at which prior confidence halves
