@@ -172,6 +172,44 @@ def test_refreshed_edges_follow_the_reprojection(room_frames):
     assert warm < 1.0 and warm < cold / 10, (cold, warm)  # grid px: ~0.7 against ~18
 
 
+def test_a_prediction_off_as_a_whole_keeps_its_flow_weight(room_frames):
+    """The miss gate scales with the edge's median miss: a wrong pose for the second keyframe (every target misses
+    its prediction) must not take the weight of the flow that would correct it; a fixed gate does."""
+    from dataclasses import replace
+
+    from metricslam.geometry.projective import reproject
+    from metricslam.slam.config import FlowConfig
+    from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
+    from metricslam.slam.graph import EdgeCache
+    from metricslam.slam.preprocess import prior_to_grid
+
+    frames, _ = room_frames
+    a, b = frames[0], frames[4]
+    grid = torch.tensor(a.intrinsics.scaled(1 / 8).params, dtype=torch.float64)
+    store = KeyframeStore((HEIGHT // 8, WIDTH // 8), torch.device("cpu"))
+    for f, shift in ((a, 0.0), (b, 0.4)):
+        inv, _ = prior_to_grid(f.depth, np.ones_like(f.depth), 8, 0.15)
+        pose_cw = torch.from_numpy(np.linalg.inv(f.pose_wc))
+        pose_cw[0, 3] += shift  # the second camera placed 40 cm off to the side
+        store.append(f.index, f.timestamp, pose_cw, torch.from_numpy(inv), None, None, grey(f.rgb), f.rgb)
+    predicted, valid = reproject(store.poses, store.invdepth, grid, torch.tensor([0]), torch.tensor([1]))
+
+    def gate_and_miss(config: FlowConfig) -> tuple[float, float]:
+        corr = ClassicalCorrespondence(config)
+        edges = EdgeCache(corr, grid, 8)
+        edges.add(store, [(0, 1)], predict=False)  # 4 frames apart: DIS finds the motion on its own
+        t, w = edges.data[(0, 1)]
+        _, w_raw, _, _ = corr.pair(store.grey[0], store.grey[1])
+        ok = valid[0] & (torch.from_numpy(w_raw[..., 0]) > 0.1)
+        miss = (t - predicted[0].to(t.dtype)).norm(dim=-1)[ok]
+        return float((w[..., 0][ok] / torch.from_numpy(w_raw[..., 0])[ok]).median()), float(miss.median())
+
+    spread_gate, miss = gate_and_miss(FlowConfig())
+    fixed_gate, _ = gate_and_miss(replace(FlowConfig(), gate_spread=0.0))
+    assert miss > 4.0  # grid px: the prediction is off everywhere, not in one region
+    assert spread_gate > 0.8 and fixed_gate < 0.25, (spread_gate, fixed_gate, miss)
+
+
 @pytest.mark.slow
 def test_flow_refinement_keeps_the_room_accurate(room_frames):
     frames, gt = room_frames

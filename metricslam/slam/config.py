@@ -109,6 +109,12 @@ class FlowConfig:
     # Flows of several new graph edges run concurrently (OpenCV releases the GIL, so the core that the
     # single-threaded BA leaves idle gets work): 1 computes them one after the other.
     workers: int = 2
+    # A target far from its edge's predicted reprojection loses weight: w / (1 + miss^2 / s^2), s the larger of
+    # `gate` (px) and `gate_spread` times the edge's median miss. A region where flow failed (periodic texture, a
+    # wide baseline) stands out from the rest of its edge; a prediction that is off as a whole (a fast frame that
+    # tracking placed short) is not held against the flow that corrects it.
+    gate: float = 16.0
+    gate_spread: float = 3.0
     # Graph-edge targets refined per grid cell by patch alignment (metricslam.slam.correspondence.refine), each
     # weighted by its patch Hessian instead of the block texture weight.
     patch: PatchRefineConfig = field(default_factory=PatchRefineConfig)
@@ -116,6 +122,9 @@ class FlowConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise MetricSlamError(f"flow.workers={self.workers}: use 1 (one flow at a time) or more")
+        if not self.gate > 0 or self.gate_spread < 0:
+            raise MetricSlamError(f"flow.gate={self.gate}, flow.gate_spread={self.gate_spread}: the gate must be "
+                                  "positive and the spread 0 (a fixed gate) or more")
 
 
 # -- depth prior (metricslam.slam.prior_factory, metricslam.slam.prior_schedule) -----------------------------------

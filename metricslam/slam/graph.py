@@ -66,9 +66,10 @@ class EdgeCache:
 
     damping = None  # flow gives the BA no damping of its own: it uses BAOptions.eta
 
-    def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int, gate_px: float = 2.0):
+    def __init__(self, corr: ClassicalCorrespondence, grid_intrinsics: torch.Tensor, stride: int):
         self.corr = corr
-        self.gate_px = gate_px
+        self.gate = corr.config.gate / stride  # grid px
+        self.gate_spread = corr.config.gate_spread
         self.intrinsics = grid_intrinsics
         self.stride = stride
         self.data: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -83,7 +84,7 @@ class EdgeCache:
         """Compute correspondences for the pairs (keyframe indices) not cached yet, both directions.
 
         Flow starts from the current poses' prediction when ``predict``. Either way, a target far from that
-        prediction (beyond ``gate_px`` grid pixels) loses weight: flow that failed on a whole region (periodic
+        prediction loses weight (FlowConfig.gate, .gate_spread): flow that failed on a whole region (periodic
         texture, a large baseline) can be forward-backward consistent, and no kernel on single pixels removes it.
         """
         todo = []
@@ -105,9 +106,11 @@ class EdgeCache:
             ui, uj = int(store.uid[i]), int(store.uid[j])
             for key, t_np, w_np, p in ((ui, uj), t_ij, w_ij, e), ((uj, ui), t_ji, w_ji, n + e):
                 t = torch.from_numpy(t_np).to(dev)
-                miss = t - predicted[p].to(t.dtype)
-                gate = 1.0 / (1.0 + (miss * miss).sum(-1) / self.gate_px**2)
-                gate = torch.where(valid[p], gate, torch.ones_like(gate))
+                miss2 = (t - predicted[p].to(t.dtype)).square().sum(-1)
+                scale2 = self.gate**2
+                if self.gate_spread > 0 and bool(valid[p].any()):
+                    scale2 = max(scale2, self.gate_spread**2 * float(miss2[valid[p]].median()))
+                gate = torch.where(valid[p], 1.0 / (1.0 + miss2 / scale2), torch.ones_like(miss2))
                 self.data[key] = (t, torch.from_numpy(w_np).to(dev) * gate[..., None])
 
     def refresh(self, store: KeyframeStore, pairs: list[tuple[int, int]]) -> None:
