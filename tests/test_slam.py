@@ -142,21 +142,29 @@ def test_keyframe_store_grows_past_its_capacity_and_removes_in_order():
     assert store.index_of(int(store.uid[10])) == 10
 
 
-def test_refreshed_edges_follow_the_reprojection(room_frames):
-    from metricslam.geometry.projective import reproject
-    from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
-    from metricslam.slam.graph import EdgeCache
+def _two_keyframe_store(a: Frame, b: Frame, shift_b: float = 0.0) -> tuple[torch.Tensor, KeyframeStore]:
+    """Grid intrinsics and a store holding frames a and b as keyframes with true depth and poses, b's camera moved
+    ``shift_b`` metres along its x axis."""
+    from metricslam.slam.correspondence.classical import grey
     from metricslam.slam.preprocess import prior_to_grid
 
-    frames, _ = room_frames
-    a, b = frames[0], frames[24]
-    camera = a.intrinsics
-    grid = torch.tensor(camera.scaled(1 / 8).params, dtype=torch.float64)
+    grid = torch.tensor(a.intrinsics.scaled(1 / 8).params, dtype=torch.float64)
     store = KeyframeStore((HEIGHT // 8, WIDTH // 8), torch.device("cpu"))
-    for f in (a, b):
-        inv, conf = prior_to_grid(f.depth, np.ones_like(f.depth), 8, 0.15)
+    for f, shift in ((a, 0.0), (b, shift_b)):
+        inv, _ = prior_to_grid(f.depth, np.ones_like(f.depth), 8, 0.15)
         pose_cw = torch.from_numpy(np.linalg.inv(f.pose_wc))
+        pose_cw[0, 3] += shift
         store.append(f.index, f.timestamp, pose_cw, torch.from_numpy(inv), None, None, grey(f.rgb), f.rgb)
+    return grid, store
+
+
+def test_refreshed_edges_follow_the_reprojection(room_frames):
+    from metricslam.geometry.projective import reproject
+    from metricslam.slam.correspondence.classical import ClassicalCorrespondence
+    from metricslam.slam.graph import EdgeCache
+
+    frames, _ = room_frames
+    grid, store = _two_keyframe_store(frames[0], frames[24])
     truth, valid = reproject(store.poses, store.invdepth, grid, torch.tensor([0]), torch.tensor([1]))
     edges = EdgeCache(ClassicalCorrespondence(), grid, 8)
 
@@ -179,19 +187,11 @@ def test_a_prediction_off_as_a_whole_keeps_its_flow_weight(room_frames):
 
     from metricslam.geometry.projective import reproject
     from metricslam.slam.config import FlowConfig
-    from metricslam.slam.correspondence.classical import ClassicalCorrespondence, grey
+    from metricslam.slam.correspondence.classical import ClassicalCorrespondence
     from metricslam.slam.graph import EdgeCache
-    from metricslam.slam.preprocess import prior_to_grid
 
     frames, _ = room_frames
-    a, b = frames[0], frames[4]
-    grid = torch.tensor(a.intrinsics.scaled(1 / 8).params, dtype=torch.float64)
-    store = KeyframeStore((HEIGHT // 8, WIDTH // 8), torch.device("cpu"))
-    for f, shift in ((a, 0.0), (b, 0.4)):
-        inv, _ = prior_to_grid(f.depth, np.ones_like(f.depth), 8, 0.15)
-        pose_cw = torch.from_numpy(np.linalg.inv(f.pose_wc))
-        pose_cw[0, 3] += shift  # the second camera placed 40 cm off to the side
-        store.append(f.index, f.timestamp, pose_cw, torch.from_numpy(inv), None, None, grey(f.rgb), f.rgb)
+    grid, store = _two_keyframe_store(frames[0], frames[4], shift_b=0.4)  # the second camera 40 cm to the side
     predicted, valid = reproject(store.poses, store.invdepth, grid, torch.tensor([0]), torch.tensor([1]))
 
     def gate_and_miss(config: FlowConfig) -> tuple[float, float]:
