@@ -183,8 +183,6 @@ def test_refreshed_edges_follow_the_reprojection(room_frames):
 def test_a_prediction_off_as_a_whole_keeps_its_flow_weight(room_frames):
     """The miss gate scales with the edge's median miss: a wrong pose for the second keyframe (every target misses
     its prediction) must not take the weight of the flow that would correct it; a fixed gate does."""
-    from dataclasses import replace
-
     from metricslam.geometry.projective import reproject
     from metricslam.slam.config import FlowConfig
     from metricslam.slam.correspondence.classical import ClassicalCorrespondence

@@ -108,8 +108,9 @@ class EdgeCache:
                 t = torch.from_numpy(t_np).to(dev)
                 miss2 = (t - predicted[p].to(t.dtype)).square().sum(-1)
                 scale2 = self.gate**2
-                if self.gate_spread > 0 and bool(valid[p].any()):
-                    scale2 = max(scale2, self.gate_spread**2 * float(miss2[valid[p]].median()))
+                seen = miss2[valid[p]]
+                if self.gate_spread > 0 and seen.numel() > 0:
+                    scale2 = max(scale2, self.gate_spread**2 * float(seen.median()))
                 gate = torch.where(valid[p], 1.0 / (1.0 + miss2 / scale2), torch.ones_like(miss2))
                 self.data[key] = (t, torch.from_numpy(w_np).to(dev) * gate[..., None])
 
