@@ -36,7 +36,7 @@ from metricslam.io.synthetic import SyntheticSequence
 from metricslam.metrics.trajectory import evaluate_trajectory
 from metricslam.slam.config import SlamConfig
 from metricslam.slam.preprocess import prepare_frame, processing_camera
-from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
+from metricslam.slam.presets import PRESETS, resolve_preset
 from metricslam.slam.system import Slam
 
 
@@ -180,7 +180,7 @@ def main() -> None:
             cfg = load_config(SlamConfig, overrides=overrides)
         else:
             seq = SyntheticSequence(scene, frames=lengths[scene], width=args.width, height=args.height, seed=0)
-            cfg = preset_config(resolve_preset(args.preset, seq).name, overrides)
+            cfg = resolve_preset(args.preset, seq).config(overrides)
         print(f"{scene}: rendering {lengths[scene]} frames and precomputing priors ...", flush=True)
         rows.append(measure(scene, lengths[scene], args.width, args.height, cfg))
     print(f"\ntorch threads {torch.get_num_threads()}, device {resolve_device(cfg.device)}, preset {args.preset}\n")

@@ -36,7 +36,7 @@ from metricslam.io.sequences.base import Sequence
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import run_sequence
-from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
+from metricslam.slam.presets import PRESETS, resolve_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -146,8 +146,9 @@ def run_one(entry: Entry, prior: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     try:
         seq = entry.make()
-        row["preset"] = resolve_preset(args.preset, seq, entry.layout).name
-        cfg = preset_config(row["preset"], overrides)
+        choice = resolve_preset(args.preset, seq, entry.layout)
+        row["preset"] = choice.name
+        cfg = choice.config(overrides)
         result = run_sequence(seq, out, cfg, progress=not args.no_progress,
                               mapping=MappingConfig() if args.mesh else None, overwrite=True)
     except Exception as exc:  # a benchmark reports a failed run and goes on with the others

@@ -13,7 +13,16 @@ from metricslam.config import to_dict
 from metricslam.errors import InputError
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.slam.config import SlamConfig
-from metricslam.slam.presets import PRESETS, choose_preset, preset_config, preset_settings, resolve_preset
+from metricslam.slam.presets import (
+    PRESETS,
+    PresetChoice,
+    choose_preset,
+    frame_motion,
+    keyframe_spacing_px,
+    preset_config,
+    preset_settings,
+    resolve_preset,
+)
 from shared_paths import DATA
 
 KITTI_06 = DATA / "kitti_odometry_06_first51"
@@ -63,7 +72,7 @@ def test_layouts_that_say_what_the_camera_is(layout, expected):
     seq = SyntheticSequence("room", frames=2, width=64, height=48)  # never measured for these layouts
     choice = choose_preset(seq, layout)
     assert (choice.name, choice.auto) == (expected, True)
-    assert choice.describe() == f"preset: {expected} (auto: {layout} layout; --preset to choose)"
+    assert choice.describe().startswith(f"preset: {expected} (auto: {layout} layout; --preset to choose)")
 
 
 @pytest.mark.parametrize(("scene", "expected"), [("street", "driving"), ("room", "handheld")])
@@ -97,9 +106,38 @@ def test_car_standing_still_at_first_is_still_driving():
     assert choice.name == "driving", choice.reason
 
 
+class _Sliding(SyntheticSequence):
+    """The first room frame sliding sideways by `step` pixels per frame."""
+
+    step = 5
+
+    def __getitem__(self, i):
+        first = super().__getitem__(0)
+        return replace(first, index=i, rgb=np.roll(first.rgb, self.step * i, axis=1))
+
+
+def test_frame_motion_measures_how_far_frames_move():
+    seq = _Sliding("room", frames=40, width=256, height=192, seed=0)
+    assert frame_motion(seq) == pytest.approx(_Sliding.step, abs=0.5)
+    assert frame_motion(_Still("room", frames=40, width=256, height=192)) < 0.5
+
+
+@pytest.mark.parametrize("prior", ["simulated", "none"])
+def test_slow_motion_settings_apply_below_one_keyframe_spacing(prior):
+    spacing = keyframe_spacing_px(preset_settings("handheld", monocular=prior == "none"))
+    overrides = [f"prior.kind={prior}"]
+    slow = PresetChoice("handheld", "", False, frame_motion_px=0.5 * spacing)
+    fast = PresetChoice("handheld", "", False, frame_motion_px=1.5 * spacing)
+    assert (slow.config(overrides).flow.preset, slow.config(overrides).frontend.radius) == ("fast", 2)
+    assert (fast.config(overrides).flow.preset, fast.config(overrides).frontend.radius) == ("medium", 4)
+    assert "slow motion: frames move" in slow.describe() and "slow motion" not in fast.describe()
+    assert slow.config(overrides).frontend.keyframe_thresh == fast.config(overrides).frontend.keyframe_thresh
+
+
 def test_explicit_preset_is_not_measured():
     choice = resolve_preset("driving", _Still("room", frames=2, width=64, height=48))
-    assert (choice.name, choice.auto) == ("driving", False)
+    assert (choice.name, choice.auto, choice.frame_motion_px) == ("driving", False, None)  # no slow_motion section
+    assert PresetChoice("driving", "", False, frame_motion_px=0.0).config().flow.preset == "medium"
     assert choice.describe() == "preset: driving (--preset)"
 
 

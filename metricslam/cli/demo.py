@@ -12,7 +12,7 @@ from metricslam.cli._summary import format_summary
 from metricslam.io.synthetic import SyntheticSequence
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import run_sequence
-from metricslam.slam.presets import PRESETS, preset_config, resolve_preset
+from metricslam.slam.presets import PRESETS, resolve_preset
 
 # The targets for this setting (300 frames, simulated prior): checked here so the demo says how it did.
 TARGETS = {"ate_se3_rmse_m": 0.02, "abs_scale_error": 0.01}
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     seq = SyntheticSequence("room", frames=args.frames, width=args.width, height=args.height, seed=args.seed)
     choice = resolve_preset(args.preset, seq)
     print(choice.describe())
-    cfg = preset_config(choice.name, ["prior.kind=simulated", *args.set])
+    cfg = choice.config(["prior.kind=simulated", *args.set])
     print(f"demo: {len(seq)} frames of a synthetic room at {args.width}x{args.height}, prior {cfg.prior.kind}")
     result = run_sequence(seq, args.out, cfg, progress=not args.quiet,
                           mapping=None if args.no_mesh else MappingConfig(), overwrite=args.overwrite)

@@ -27,7 +27,7 @@ from metricslam.io.sequences.recorded import match_depth_folder
 from metricslam.mapping.export import MappingConfig
 from metricslam.pipeline import run_sequence
 from metricslam.slam.config import PRIOR_NAMES, SlamConfig
-from metricslam.slam.presets import PRESETS, preset_settings, resolve_preset
+from metricslam.slam.presets import PRESETS, PresetChoice, resolve_preset
 from metricslam.slam.prior_factory import make_prior
 
 NEEDS_SEQUENCE_DEPTH = ("sensor", "simulated")
@@ -81,10 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace, preset: str | None = None, monocular: bool = False) -> SlamConfig:
+def build_config(args: argparse.Namespace, preset: PresetChoice | None = None, monocular: bool = False) -> SlamConfig:
     """Defaults, then the preset (its monocular part with ``monocular``), then --config, then --set, then the
     flags; the prior is 'none' unless chosen."""
-    cfg = load_config(SlamConfig, args.config, args.set, base=preset_settings(preset, monocular) if preset else None)
+    cfg = load_config(SlamConfig, args.config, args.set, base=preset.settings(monocular) if preset else None)
     if args.prior is not None:
         cfg.prior.kind = args.prior
     kind = cfg.prior.kind
@@ -139,11 +139,12 @@ def run(args: argparse.Namespace) -> int:
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
     choice = resolve_preset(args.preset, seq, detect_layout(args.source))
-    cfg = build_config(args, choice.name, monocular=cfg.prior.kind == "none")
+    monocular = cfg.prior.kind == "none"
+    cfg = build_config(args, choice, monocular)
     # Built before anything is printed, so that a prior that cannot be made (missing or corrupt weights, no depth
     # folder) ends the command with its one-line error alone.
     prior = make_prior(cfg.prior)
-    print(choice.describe(), file=sys.stderr)
+    print(choice.describe(monocular), file=sys.stderr)
     if cfg.prior.kind == "none":
         print(NO_PRIOR_NOTE, file=sys.stderr)
     result = run_sequence(seq, out, cfg, progress=not args.quiet, viz=args.viz, mapping=mapping, prior=prior)
