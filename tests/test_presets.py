@@ -119,6 +119,8 @@ class _Sliding(SyntheticSequence):
 def test_frame_motion_measures_how_far_frames_move():
     seq = _Sliding("room", frames=40, width=256, height=192, seed=0)
     assert frame_motion(seq) == pytest.approx(_Sliding.step, abs=0.5)
+    # Measured at the processing size: half the width, half the motion.
+    assert frame_motion(seq, image_area=128 * 96) == pytest.approx(_Sliding.step / 2, abs=0.5)
     assert frame_motion(_Still("room", frames=40, width=256, height=192)) < 0.5
 
 

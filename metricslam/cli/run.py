@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     mapping = None if args.no_mesh else mapping_config(args.map_set, args.device)
     seq = open_source(args, cfg)
-    choice = resolve_preset(args.preset, seq, detect_layout(args.source))
+    choice = resolve_preset(args.preset, seq, detect_layout(args.source), cfg.image_area)
     monocular = cfg.prior.kind == "none"
     cfg = build_config(args, choice, monocular)
     # Built before anything is printed, so that a prior that cannot be made (missing or corrupt weights, no depth

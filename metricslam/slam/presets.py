@@ -47,7 +47,7 @@ class PresetChoice:
     name: str
     reason: str  # why this preset, for the start-up line
     auto: bool  # chosen by the rule (not by the user)
-    frame_motion_px: float | None = None  # frame_motion of the source (None: not measured or no motion)
+    frame_motion_px: float | None = None  # frame_motion of the source (None: not measured)
 
     def slow_motion(self, monocular: bool = False) -> bool:
         """Whether the preset's slow_motion section applies: the frames move less than one keyframe spacing."""
@@ -122,8 +122,8 @@ def frame_motion(sequence: Sequence, image_area: int = SlamConfig.image_area) ->
     last = max(1, min(len(sequence) - 1, int(np.searchsorted(times, times[0] + _MOTION_SECONDS))))
     firsts = np.unique(np.linspace(0, last - 1, _MOTION_PAIRS).round().astype(int))
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    reach = [np.percentile(np.linalg.norm(flow.calc(grey(i), grey(i + 1), None), axis=2), 90) for i in firsts]
-    return float(np.median(reach))
+    fast_part = [np.percentile(np.linalg.norm(flow.calc(grey(i), grey(i + 1), None), axis=2), 90) for i in firsts]
+    return float(np.median(fast_part))
 
 
 def forward_motion(sequence: Sequence, max_seconds: float = 1.0) -> float | None:
@@ -151,12 +151,13 @@ def forward_motion(sequence: Sequence, max_seconds: float = 1.0) -> float | None
     return float(np.median(forward)) if forward else None
 
 
-def resolve_preset(requested: str, sequence: Sequence, layout: str | None = None) -> PresetChoice:
+def resolve_preset(requested: str, sequence: Sequence, layout: str | None = None,
+                   image_area: int = SlamConfig.image_area) -> PresetChoice:
     """``requested`` ('auto' or a preset name) as a choice; 'auto' applies ``choose_preset``. Either way the frames'
-    motion is measured when the preset has a slow_motion section."""
+    motion is measured (at the processing size ``image_area``) when the preset has a slow_motion section."""
     if requested == "auto":
-        return choose_preset(sequence, layout)
-    return _with_motion(PresetChoice(requested, "", auto=False), sequence)
+        return choose_preset(sequence, layout, image_area)
+    return _with_motion(PresetChoice(requested, "", auto=False), sequence, image_area)
 
 
 def preset_config(name: str, overrides: list[str] | None = None,
@@ -169,14 +170,16 @@ def preset_config(name: str, overrides: list[str] | None = None,
     return load_config(SlamConfig, None, overrides, base=choice.settings(monocular))
 
 
-def _with_motion(choice: PresetChoice, sequence: Sequence) -> PresetChoice:
+def _with_motion(choice: PresetChoice, sequence: Sequence, image_area: int) -> PresetChoice:
     if not _read_preset(choice.name).get("slow_motion"):
         return choice
-    return replace(choice, frame_motion_px=frame_motion(sequence))
+    return replace(choice, frame_motion_px=frame_motion(sequence, image_area))
 
 
-def choose_preset(sequence: Sequence, layout: str | None = None) -> PresetChoice:
-    """The preset for ``sequence`` by the rule of this module's docstring (``layout``: detect_layout's answer)."""
+def choose_preset(sequence: Sequence, layout: str | None = None,
+                  image_area: int = SlamConfig.image_area) -> PresetChoice:
+    """The preset for ``sequence`` by the rule of this module's docstring (``layout``: detect_layout's answer;
+    ``image_area``: the processing size the frames' motion is measured at)."""
     if layout in LAYOUT_PRESETS:
         choice = PresetChoice(LAYOUT_PRESETS[layout], f"{layout} layout", True)
     elif (forward := forward_motion(sequence)) is None:
@@ -185,4 +188,4 @@ def choose_preset(sequence: Sequence, layout: str | None = None) -> PresetChoice
         choice = PresetChoice("driving", f"forward motion along the optical axis ({forward:.2f})", True)
     else:
         choice = PresetChoice("handheld", f"free camera motion (forward share {forward:.2f})", True)
-    return _with_motion(choice, sequence)
+    return _with_motion(choice, sequence, image_area)
