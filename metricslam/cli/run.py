@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=int, metavar="N", help="stop before this frame (default: the last)")
     p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                    help="settings for the kind of camera motion (default auto: chosen from the dataset layout or "
-                        "the motion of the first seconds, and printed at start)")
+                        "the motion of the first seconds, and printed at start; within the preset, clips whose "
+                        "frames move less than a keyframe spacing get its slow-motion settings)")
     p.add_argument("--config", metavar="YAML", help="SLAM config file merged on top of the preset (keys it lists)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set frontend.window=12 backend.enabled=false")
