@@ -57,6 +57,16 @@ def test_pnp_gives_no_pose_for_an_unrelated_image(scene):
     assert pnp.relative_pose(kf, inv, pnp.features(np.full_like(noise, 128))) is None
 
 
+def test_most_similar_ranks_keyframes_by_how_much_of_the_view_they_share(scene):
+    # Keyframes turned 0, 25, 50 and 75 degrees away from a frame that looks 5 degrees off the first.
+    _, views = _views(scene, [[3.0, 2.5, 1.4]] * 5, [30.0, 55.0, 80.0, 105.0, 35.0])
+    images = [grey(rgb) for rgb, _ in views]
+    pnp = PnpInitialiser(PnpConfig(), CAMERA, 8)
+    keyframes = [(uid, image) for uid, image in enumerate(images[:4])]
+    assert pnp.most_similar(images[4], keyframes, 2) == [0, 1]
+    assert pnp.most_similar(images[4], keyframes, 0) == []
+
+
 def test_texture_weight_discounts_flat_regions(scene):
     _, [(rgb, _)] = _views(scene, [[3.0, 2.5, 1.4]], [30.0])
     g = grey(rgb).copy()

@@ -185,6 +185,9 @@ class PnpConfig:
     min_inlier_ratio: float = 0.3  # of the matches that have a depth
     reproj_px: float = 2.5  # RANSAC inlier threshold
     relocalise: int = 4  # after a tracking failure, try this many of the newest keyframes
+    # ... then this many more of the segment's older keyframes, those that look most like the frame: the camera
+    # may come back to a place mapped long before.
+    relocalise_similar: int = 4
 
 
 @dataclass

@@ -16,6 +16,7 @@ from metricslam.geometry.camera import Intrinsics
 from metricslam.slam.config import PnpConfig
 
 _RATIO = 0.8  # best / second-best descriptor distance below which a match is kept
+_THUMBNAIL = (32, 24)  # (w, h) of the images compared by appearance: the layout of the view, not its detail
 
 
 @dataclass
@@ -34,6 +35,7 @@ class PnpInitialiser:
         self._orb = cv2.ORB_create(config.features)
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self._cache: dict[int, Features] = {}
+        self._thumbnails: dict[int, np.ndarray] = {}
 
     def features(self, grey: np.ndarray) -> Features:
         keypoints, desc = self._orb.detectAndCompute(grey, None)
@@ -47,6 +49,18 @@ class PnpInitialiser:
 
     def forget(self, uid: int) -> None:
         self._cache.pop(uid, None)
+        self._thumbnails.pop(uid, None)
+
+    def most_similar(self, grey: np.ndarray, keyframes: list[tuple[int, np.ndarray]], count: int) -> list[int]:
+        """Positions in ``keyframes`` ((uid, grey image) pairs) of the ``count`` that look most like ``grey``:
+        normalised correlation of small blurred thumbnails, highest first."""
+        if count <= 0 or not keyframes:
+            return []
+        for uid, image in keyframes:
+            if uid not in self._thumbnails:
+                self._thumbnails[uid] = _thumbnail(image)
+        scores = np.array([float(self._thumbnails[uid] @ _thumbnail(grey)) for uid, _ in keyframes])
+        return [int(i) for i in np.argsort(-scores)[:count]]
 
     def relative_pose(self, kf: Features, kf_invdepth: np.ndarray, frame: Features) -> tuple[np.ndarray, int] | None:
         """T (4, 4) mapping keyframe camera coordinates to the frame's, and the inlier count; None when the
@@ -87,3 +101,9 @@ class PnpInitialiser:
         T[:3, :3] = cv2.Rodrigues(rvec)[0]
         T[:3, 3] = tvec[:, 0]
         return T, len(idx)
+
+
+def _thumbnail(grey: np.ndarray) -> np.ndarray:
+    t = cv2.resize(grey, _THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float64).ravel()
+    t -= t.mean()
+    return t / max(float(np.linalg.norm(t)), 1e-9)

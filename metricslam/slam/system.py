@@ -275,8 +275,9 @@ class Slam:
             return poses[-1]
         return se3.orthonormalise(poses[1] @ se3.inverse(poses[0]) @ poses[1])
 
-    def _relocalise(self, g: np.ndarray, feats: Features | None) -> torch.Tensor | None:
-        """T_cw from feature matches to the newest keyframes of the current segment (newest first), or None.
+    def _relocalise(self, g: np.ndarray, feats: Features | None) -> tuple[torch.Tensor, int] | None:
+        """T_cw from feature matches to the newest keyframes of the current segment (newest first), then to its
+        older keyframes that look most like the frame, with the keyframe that gave it; or None.
 
         A pose enters the map only when it is plausible and, where a second keyframe also gives a pose, the two
         agree: a single PnP solution can fit a wrong set of matches (repeated texture)."""
@@ -284,14 +285,18 @@ class Slam:
             return None
         feats = feats if feats is not None else self.pnp.features(g)
         last = len(self.store) - 1
-        first = max(self.frontend.segment_start, last + 1 - self.config.tracking.pnp.relocalise)
-        found = [(k, pose) for k in range(last, first - 1, -1)
+        first = max(self.segment_starts[-1], last + 1 - self.config.tracking.pnp.relocalise)
+        older = list(range(self.segment_starts[-1], first))
+        similar = self.pnp.most_similar(g, [(int(self.store.uid[k]), self.store.grey[k]) for k in older],
+                                        self.config.tracking.pnp.relocalise_similar)
+        candidates = list(range(last, first - 1, -1)) + [older[i] for i in similar]
+        found = [(k, pose) for k in candidates
                  if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
         if len(found) == 1 and last == first:
-            return found[0][1]  # the segment's only keyframe: nothing to check against
+            return found[0][1], found[0][0]  # the segment's only keyframe: nothing to check against
         for a, (k, pose) in enumerate(found):
             if any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
-                return pose
+                return pose, k
         return None
 
     def _agree(self, a_cw: torch.Tensor, b_cw: torch.Tensor, k: int) -> bool:
@@ -317,12 +322,19 @@ class Slam:
             self._add_keyframe(f, g, measured)
             return
         if self._failures >= self.config.tracking.reinit_after and float(g.std()) > _MIN_TEXTURE_STD:
-            pose = self._relocalise(g, feats)
-            if pose is not None:
-                # Still connected to the map: the new keyframe joins the current segment (edges to its neighbours).
-                self.events.append(f"frame {f.index}: relocalised against recent keyframes")
+            found = self._relocalise(g, feats)
+            if found is not None:
+                # Still connected to the map: the new keyframe joins the current segment.
+                pose, matched = found
+                self.events.append(f"frame {f.index}: relocalised against keyframe {matched} "
+                                   f"(frame {int(self.store.frame_index[matched])})")
                 log.warning(self.events[-1])
                 self._failures = 0
+                if matched < len(self.store) - self.config.tracking.pnp.relocalise and self.prior.metric:
+                    # Back at a place mapped long before: the newest keyframes do not see it, so the window
+                    # restarts here instead of tying the keyframe to them with edges across unrelated views. The
+                    # global BA's proximity edges connect it to the keyframes it matched.
+                    self.frontend.segment_start = len(self.store)
                 self._add_keyframe(f, g, pose)
                 return
             ref = self.store.index_of(prev.ref_uid)
