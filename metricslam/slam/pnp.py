@@ -59,7 +59,8 @@ class PnpInitialiser:
         for uid, image in keyframes:
             if uid not in self._thumbnails:
                 self._thumbnails[uid] = _thumbnail(image)
-        scores = np.array([float(self._thumbnails[uid] @ _thumbnail(grey)) for uid, _ in keyframes])
+        query = _thumbnail(grey)
+        scores = np.array([float(self._thumbnails[uid] @ query) for uid, _ in keyframes])
         return [int(i) for i in np.argsort(-scores)[:count]]
 
     def relative_pose(self, kf: Features, kf_invdepth: np.ndarray, frame: Features) -> tuple[np.ndarray, int] | None:

@@ -284,8 +284,7 @@ class Slam:
         if self.pnp is None:
             return None
         feats = feats if feats is not None else self.pnp.features(g)
-        last = len(self.store) - 1
-        first = max(self.segment_starts[-1], last + 1 - self.config.tracking.pnp.relocalise)
+        last, first = len(self.store) - 1, self._newest_first()
         older = list(range(self.segment_starts[-1], first))
         similar = self.pnp.most_similar(g, [(int(self.store.uid[k]), self.store.grey[k]) for k in older],
                                         self.config.tracking.pnp.relocalise_similar)
@@ -298,6 +297,10 @@ class Slam:
             if any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
                 return pose, k
         return None
+
+    def _newest_first(self) -> int:
+        """The oldest of the newest keyframes that relocalisation tries first (tracking.pnp.relocalise)."""
+        return max(self.segment_starts[-1], len(self.store) - self.config.tracking.pnp.relocalise)
 
     def _agree(self, a_cw: torch.Tensor, b_cw: torch.Tensor, k: int) -> bool:
         """Two pose estimates of one frame agree: within 2 degrees and 5 % of keyframe k's median depth."""
@@ -330,7 +333,7 @@ class Slam:
                                    f"(frame {int(self.store.frame_index[matched])})")
                 log.warning(self.events[-1])
                 self._failures = 0
-                if matched < len(self.store) - self.config.tracking.pnp.relocalise and self.prior.metric:
+                if matched < self._newest_first() and self.prior.metric:
                     # Back at a place mapped long before: the newest keyframes do not see it, so the window
                     # restarts here instead of tying the keyframe to them with edges across unrelated views. The
                     # global BA's proximity edges connect it to the keyframes it matched.
