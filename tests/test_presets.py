@@ -133,6 +133,8 @@ def test_slow_motion_settings_apply_below_one_keyframe_spacing(prior):
     assert (slow.config(overrides).flow.preset, slow.config(overrides).frontend.radius) == ("fast", 2)
     assert (fast.config(overrides).flow.preset, fast.config(overrides).frontend.radius) == ("medium", 4)
     assert "slow motion: frames move" in slow.describe() and "slow motion" not in fast.describe()
+    # Frames that overshoot the spacing are checked by feature PnP on every frame; slow ones when the flow is unsure.
+    assert (slow.config(overrides).tracking.pnp.below, fast.config(overrides).tracking.pnp.below) == (0.3, 1.0)
     assert slow.config(overrides).frontend.keyframe_thresh == fast.config(overrides).frontend.keyframe_thresh
 
 

@@ -25,6 +25,16 @@ class Features:
     descriptors: np.ndarray | None  # (N, 32) uint8, None when no keypoint was found
 
 
+@dataclass
+class PnpPose:
+    """A PnP solution and the matches it was found from, which also score other poses of the same frame."""
+
+    T: np.ndarray  # (4, 4) keyframe camera coordinates -> the frame's
+    inliers: int  # RANSAC inliers of T
+    points: np.ndarray  # (N, 3) matched keyframe points in the keyframe's camera coordinates
+    pixels: np.ndarray  # (N, 2) their matched pixels in the frame
+
+
 class PnpInitialiser:
     """Relative poses keyframe -> frame from ORB matches; keyframe features are cached by keyframe uid."""
 
@@ -63,9 +73,9 @@ class PnpInitialiser:
         scores = np.array([float(self._thumbnails[uid] @ query) for uid, _ in keyframes])
         return [int(i) for i in np.argsort(-scores)[:count]]
 
-    def relative_pose(self, kf: Features, kf_invdepth: np.ndarray, frame: Features) -> tuple[np.ndarray, int] | None:
-        """T (4, 4) mapping keyframe camera coordinates to the frame's, and the inlier count; None when the
-        matches do not determine a pose reliably. ``kf_invdepth`` is the keyframe's grid inverse depth (h, w)."""
+    def relative_pose(self, kf: Features, kf_invdepth: np.ndarray, frame: Features) -> PnpPose | None:
+        """The pose mapping keyframe camera coordinates to the frame's, with its matches; None when the matches do
+        not determine a pose reliably. ``kf_invdepth`` is the keyframe's grid inverse depth (h, w)."""
         cfg = self.config
         if kf.descriptors is None or frame.descriptors is None:
             return None
@@ -101,7 +111,17 @@ class PnpInitialiser:
         T = np.eye(4)
         T[:3, :3] = cv2.Rodrigues(rvec)[0]
         T[:3, 3] = tvec[:, 0]
-        return T, len(idx)
+        return PnpPose(T, len(idx), pts3, dst)
+
+    def support(self, found: PnpPose, T: np.ndarray) -> int:
+        """How many of ``found``'s matches the keyframe -> frame pose ``T`` (4, 4) reprojects within the RANSAC
+        threshold: the same measure for the PnP pose and for a pose from another source (the dense flow)."""
+        X = found.points @ T[:3, :3].T + T[:3, 3]
+        z = X[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = X[:, :2] / z[:, None] * np.diag(self.K)[:2] + self.K[:2, 2]
+        err = np.linalg.norm(uv - found.pixels, axis=1)
+        return int(((z > 1e-6) & (err < self.config.reproj_px)).sum())
 
 
 def _thumbnail(grey: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from metricslam.slam.filler import FrameRecord, fill_poses, reanchor
 from metricslam.slam.frontend import Frontend
 from metricslam.slam.graph import initial_flows
 from metricslam.slam.keypoint_tracks import KeypointTracks
-from metricslam.slam.pnp import Features, PnpInitialiser
+from metricslam.slam.pnp import Features, PnpInitialiser, PnpPose
 from metricslam.slam.preprocess import prepare_frame, prior_to_grid, processing_camera
 from metricslam.slam.prior_factory import make_prior
 from metricslam.slam.prior_schedule import ScheduledPriors
@@ -117,21 +117,29 @@ class Slam:
         guess = self._predict(k)
         tw, ww, mean_flow, confident = self._flow_to(k, guess, f.rgb, g)
         feats = measured = None
+        pose = None
         if self.pnp is not None and confident < self.config.tracking.pnp.below:
             # The constant-velocity start may have been too far off for the flow: start again from feature PnP.
             feats = self.pnp.features(g)
-            measured = self._pnp_pose(k, feats)
-            if measured is not None:
+            found = self._pnp_match(k, feats)
+            if found is not None:
+                measured = self._pnp_to_world(found, k)
                 retry = self._flow_to(k, measured, f.rgb, g)
-                if retry[3] > confident:
+                if confident >= self.config.tracking.min_confident:
+                    # Both starts give a pose. Flow confidence is photometric and flat regions pass it from
+                    # either start, so the pose that more of the feature matches agree with is kept.
+                    pose = self._refine(k, guess, tw, ww)
+                    retried = self._refine(k, measured, retry[0], retry[1])
+                    if self._support(found, retried, k) > self._support(found, pose, k):
+                        pose, (tw, ww, mean_flow, confident) = retried, retry
+                elif retry[3] > confident:
                     guess, (tw, ww, mean_flow, confident) = measured, retry
         prev = self.records[-1]
         if confident < self.config.tracking.min_confident:
             self._on_failure(f, g, prev, confident, feats, measured)
             return
-        pose = refine_pose(guess, self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
-                           self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), tw[None],
-                           ww[None], iters=self.config.tracking.iters, options=self._track_opts)
+        if pose is None:
+            pose = self._refine(k, guess, tw, ww)
         if not self._plausible(pose, k):
             self._on_failure(f, g, prev, confident, feats, measured)
             return
@@ -255,17 +263,34 @@ class Slam:
         median_depth = 1.0 / float(self.store.invdepth[k].median().clamp_min(1e-6))
         return float(rel[:3, 3].norm()) < median_depth
 
-    def _pnp_pose(self, k: int, feats: Features | None) -> torch.Tensor | None:
-        """T_cw of the frame from feature matches to keyframe k, or None. A segment's first keyframe without a
-        prior has no depth yet (a constant fill) to lift its features with."""
+    def _refine(self, k: int, start_cw: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The frame's T_cw fitted to its correspondences with keyframe k, from ``start_cw``."""
+        return refine_pose(start_cw, self.store.poses[k : k + 1], self.store.invdepth[k : k + 1],
+                           self.grid_intrinsics, torch.zeros(1, dtype=torch.long, device=self.device), targets[None],
+                           weights[None], iters=self.config.tracking.iters, options=self._track_opts)
+
+    def _pnp_match(self, k: int, feats: Features | None) -> PnpPose | None:
+        """The frame's pose relative to keyframe k from feature matches, or None. A segment's first keyframe
+        without a prior has no depth yet (a constant fill) to lift its features with."""
         if self.pnp is None or feats is None or (k == self.frontend.segment_start and float(self.store.prior_conf[k].max()) <= 0):
             return None
         kf = self.pnp.keyframe_features(int(self.store.uid[k]), self.store.grey[k])
-        found = self.pnp.relative_pose(kf, self.store.invdepth[k].cpu().numpy(), feats)
-        if found is None:
-            return None
-        rel = torch.from_numpy(found[0]).to(self.store.poses)
-        return rel @ self.store.poses[k]
+        return self.pnp.relative_pose(kf, self.store.invdepth[k].cpu().numpy(), feats)
+
+    def _pnp_to_world(self, found: PnpPose, k: int) -> torch.Tensor:
+        return torch.from_numpy(found.T).to(self.store.poses) @ self.store.poses[k]
+
+    def _pnp_pose(self, k: int, feats: Features | None) -> torch.Tensor | None:
+        """T_cw of the frame from feature matches to keyframe k, or None."""
+        found = self._pnp_match(k, feats)
+        return None if found is None else self._pnp_to_world(found, k)
+
+    def _support(self, found: PnpPose, pose_cw: torch.Tensor, k: int) -> int:
+        """How many of ``found``'s feature matches the frame pose ``pose_cw`` reprojects within the PnP threshold."""
+        assert self.pnp is not None
+        if not bool(torch.isfinite(pose_cw).all()):
+            return -1
+        return self.pnp.support(found, (pose_cw @ se3.inverse(self.store.poses[k])).cpu().numpy())
 
     def _predict(self, k: int) -> torch.Tensor:
         """Constant-velocity guess of the new frame's T_cw from the last two frames."""
