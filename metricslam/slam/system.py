@@ -154,6 +154,7 @@ class Slam:
                     return
                 pose = pose if started is None else started
             self._add_keyframe(f, g, pose)
+            self._join_previous_segment(f, g)
         else:
             rel = pose @ se3.inverse(self.store.poses[k])
             aligned = self._align_rgbd(f, k, rel)
@@ -310,18 +311,51 @@ class Slam:
             return None
         feats = feats if feats is not None else self.pnp.features(g)
         last, first = len(self.store) - 1, self._newest_first()
-        older = list(range(self.segment_starts[-1], first))
-        similar = self.pnp.most_similar(g, [(int(self.store.uid[k]), self.store.grey[k]) for k in older],
-                                        self.config.tracking.pnp.relocalise_similar)
-        candidates = list(range(last, first - 1, -1)) + [older[i] for i in similar]
-        found = [(k, pose) for k in candidates
-                 if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
+        candidates = list(range(last, first - 1, -1)) + self._most_similar(g, range(self.segment_starts[-1], first))
+        found = self._placements(feats, candidates)
         if len(found) == 1 and last == first:
             return found[0][1], found[0][0]  # the segment's only keyframe: nothing to check against
+        return self._agreed(found)
+
+    def _most_similar(self, g: np.ndarray, keyframes: range) -> list[int]:
+        """The keyframes among ``keyframes`` that look most like the frame (tracking.pnp.relocalise_similar)."""
+        assert self.pnp is not None
+        ks = list(keyframes)
+        similar = self.pnp.most_similar(g, [(int(self.store.uid[k]), self.store.grey[k]) for k in ks],
+                                        self.config.tracking.pnp.relocalise_similar)
+        return [ks[i] for i in similar]
+
+    def _placements(self, feats: Features, candidates: list[int]) -> list[tuple[int, torch.Tensor]]:
+        """(keyframe, T_cw) for each candidate keyframe that feature PnP places the frame against plausibly."""
+        return [(k, pose) for k in candidates
+                if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
+
+    def _agreed(self, found: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, int] | None:
+        """The first placement that a later one agrees with, and its keyframe; None when no two agree."""
         for a, (k, pose) in enumerate(found):
             if any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
                 return pose, k
         return None
+
+    def _join_previous_segment(self, f: Frame, g: np.ndarray) -> None:
+        """After a restart, once the frame's features place it against two keyframes of the previous segment
+        that agree (the camera is back where it mapped before the loss), move the current segment's keyframes
+        into the previous segment's frame and make the two one segment. Only with a metric prior: a monocular
+        segment also has a scale of its own."""
+        if self.pnp is None or len(self.segment_starts) < 2 or not self.prior.metric:
+            return
+        start, previous = self.segment_starts[-1], range(self.segment_starts[-2], self.segment_starts[-1])
+        found = self._agreed(self._placements(self.pnp.features(g), self._most_similar(g, previous)))
+        if found is None:
+            return
+        placed, matched = found
+        # T_cw = T_cw' @ T_w'w maps every pose of the current segment (world w') into the previous one's (w).
+        correction = se3.inverse(self.records[-1].pose_cw(self.store)) @ placed
+        self.store.poses[start:] = se3.orthonormalise(self.store.poses[start:] @ correction)
+        self.segment_starts.pop()
+        self.events.append(f"frame {f.index}: joined the segment to the previous one at keyframe {matched} "
+                           f"(frame {int(self.store.frame_index[matched])})")
+        log.warning(self.events[-1])
 
     def _newest_first(self) -> int:
         """The oldest of the newest keyframes that relocalisation tries first (tracking.pnp.relocalise)."""
