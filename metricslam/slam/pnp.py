@@ -89,10 +89,7 @@ class PnpInitialiser:
         qi = np.array([m.queryIdx for m in matches])
         ti = np.array([m.trainIdx for m in matches])
         src, dst = kf.points[qi], frame.points[ti]
-        # Grid pixel (u, v) is the centre of a stride x stride block: x_grid = (x + 0.5) / stride - 0.5.
-        grid_xy = (src + 0.5) / self.stride - 0.5
-        inv = cv2.remap(kf_invdepth.astype(np.float32), grid_xy[:, :1].copy(), grid_xy[:, 1:].copy(), cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)[:, 0]
+        inv = self._at_pixels(kf_invdepth, src)
         ok = inv > 1e-6
         if int(ok.sum()) < cfg.min_inliers:
             return None
@@ -113,15 +110,38 @@ class PnpInitialiser:
         T[:3, 3] = tvec[:, 0]
         return PnpPose(T, len(idx), pts3, dst)
 
-    def support(self, found: PnpPose, T: np.ndarray) -> int:
-        """How many of ``found``'s matches the keyframe -> frame pose ``T`` (4, 4) reprojects within the RANSAC
+    def inliers(self, found: PnpPose, T: np.ndarray) -> np.ndarray:
+        """Which of ``found``'s matches the keyframe -> frame pose ``T`` (4, 4) reprojects within the RANSAC
         threshold: the same measure for the PnP pose and for a pose from another source (the dense flow)."""
         X = found.points @ T[:3, :3].T + T[:3, 3]
         z = X[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             uv = X[:, :2] / z[:, None] * np.diag(self.K)[:2] + self.K[:2, 2]
         err = np.linalg.norm(uv - found.pixels, axis=1)
-        return int(((z > 1e-6) & (err < self.config.reproj_px)).sum())
+        return (z > 1e-6) & (err < self.config.reproj_px)
+
+    def depth_ratio(self, found: PnpPose, frame_invdepth: np.ndarray, min_points: int = 20) -> float | None:
+        """How much deeper ``found``'s inlier matches lie by the keyframe they were matched to (moved into the
+        frame's camera by ``found.T``) than by the frame's own grid inverse depth (h, w): the median ratio, or None
+        with fewer than ``min_points`` to measure it on. The scale between two maps with scales of their own."""
+        ok = self.inliers(found, found.T)
+        depth_there = (found.points[ok] @ found.T[:3, :3].T + found.T[:3, 3])[:, 2]
+        inv_here = self._at_pixels(frame_invdepth, found.pixels[ok])
+        valid = inv_here > 1e-6
+        if int(valid.sum()) < min_points:
+            return None
+        return float(np.median(depth_there[valid] * inv_here[valid]))
+
+    def _at_pixels(self, grid_values: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """Bilinear samples of a BA-grid map (h, w) at processing-resolution pixels (N, 2)."""
+        # Grid pixel (u, v) is the centre of a stride x stride block: x_grid = (x + 0.5) / stride - 0.5.
+        grid_xy = ((pixels + 0.5) / self.stride - 0.5).astype(np.float32)
+        return cv2.remap(grid_values.astype(np.float32), grid_xy[:, :1].copy(), grid_xy[:, 1:].copy(),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
+
+    def support(self, found: PnpPose, T: np.ndarray) -> int:
+        """How many of ``found``'s matches ``T`` reprojects within the RANSAC threshold (``inliers``)."""
+        return int(self.inliers(found, T).sum())
 
 
 def _thumbnail(grey: np.ndarray) -> np.ndarray:

@@ -312,10 +312,11 @@ class Slam:
         feats = feats if feats is not None else self.pnp.features(g)
         last, first = len(self.store) - 1, self._newest_first()
         candidates = list(range(last, first - 1, -1)) + self._most_similar(g, range(self.segment_starts[-1], first))
-        found = self._placements(feats, candidates)
-        if len(found) == 1 and last == first:
-            return found[0][1], found[0][0]  # the segment's only keyframe: nothing to check against
-        return self._agreed(found)
+        placed = self._placements(feats, candidates)
+        if len(placed) == 1 and last == first:
+            return placed[0][1], placed[0][0]  # the segment's only keyframe: nothing to check against
+        agreed = self._agreed(placed)
+        return None if agreed is None else (agreed[1], agreed[0])
 
     def _most_similar(self, g: np.ndarray, keyframes: range) -> list[int]:
         """The keyframes among ``keyframes`` that look most like the frame (tracking.pnp.relocalise_similar)."""
@@ -325,37 +326,56 @@ class Slam:
                                         self.config.tracking.pnp.relocalise_similar)
         return [ks[i] for i in similar]
 
-    def _placements(self, feats: Features, candidates: list[int]) -> list[tuple[int, torch.Tensor]]:
-        """(keyframe, T_cw) for each candidate keyframe that feature PnP places the frame against plausibly."""
-        return [(k, pose) for k in candidates
-                if (pose := self._pnp_pose(k, feats)) is not None and self._plausible(pose, k)]
+    def _placements(self, feats: Features, candidates: list[int]) -> list[tuple[int, torch.Tensor, PnpPose]]:
+        """(keyframe, T_cw, PnP solution) for each candidate keyframe that feature PnP places the frame against
+        plausibly."""
+        placed = []
+        for k in candidates:
+            found = self._pnp_match(k, feats)
+            if found is not None and self._plausible(pose := self._pnp_to_world(found, k), k):
+                placed.append((k, pose, found))
+        return placed
 
-    def _agreed(self, found: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, int] | None:
-        """The first placement that a later one agrees with, and its keyframe; None when no two agree."""
-        for a, (k, pose) in enumerate(found):
-            if any(self._agree(pose, other, k) for _, other in found[a + 1 :]):
-                return pose, k
+    def _agreed(self, placed: list[tuple[int, torch.Tensor, PnpPose]]) -> tuple[int, torch.Tensor, PnpPose] | None:
+        """The first placement that a later one agrees with; None when no two agree."""
+        for a, (k, pose, _) in enumerate(placed):
+            if any(self._agree(pose, other, k) for _, other, _ in placed[a + 1 :]):
+                return placed[a]
         return None
 
     def _join_previous_segment(self, f: Frame, g: np.ndarray) -> None:
         """After a restart, once the frame's features place it against two keyframes of the previous segment
         that agree (the camera is back where it mapped before the loss), move the current segment's keyframes
-        into the previous segment's frame and make the two one segment. Only with a metric prior: a monocular
-        segment also has a scale of its own."""
-        if self.pnp is None or len(self.segment_starts) < 2 or not self.prior.metric:
+        into the previous segment's frame (and, without a metric prior, its scale) and make the two one segment."""
+        start = self.segment_starts[-1]
+        k = len(self.store) - 1
+        if self.pnp is None or len(self.segment_starts) < 2 or k == start or int(self.store.frame_index[k]) != f.index:
             return
-        start, previous = self.segment_starts[-1], range(self.segment_starts[-2], self.segment_starts[-1])
-        found = self._agreed(self._placements(self.pnp.features(g), self._most_similar(g, previous)))
-        if found is None:
+        previous = range(self.segment_starts[-2], start)
+        agreed = self._agreed(self._placements(self.pnp.features(g), self._most_similar(g, previous)))
+        if agreed is None:
             return
-        placed, matched = found
-        # T_cw = T_cw' @ T_w'w maps every pose of the current segment (world w') into the previous one's (w).
-        correction = se3.inverse(self.records[-1].pose_cw(self.store)) @ placed
-        self.store.poses[start:] = se3.orthonormalise(self.store.poses[start:] @ correction)
+        matched, placed, found = agreed
+        scale = 1.0 if self.prior.metric else self.pnp.depth_ratio(found, self.store.invdepth[k].cpu().numpy())
+        if scale is None:
+            return
+        # Point X in the current segment's world and scale is s * X in the previous one's: each keyframe pose T_j
+        # becomes scaled(T_j @ T_k^-1, s) @ T_placed, where T_k is the frame's pose in the current segment.
+        to_frame = self.store.poses[start:] @ se3.inverse(self.store.poses[k])
+        to_frame[:, :3, 3] *= scale
+        self.store.poses[start:] = se3.orthonormalise(to_frame @ placed)
+        self.store.invdepth[start:] /= scale
+        moved = {int(u) for u in self.store.uid[start:]}
+        for rec in self.records:
+            if rec.ref_uid in moved:
+                rec.rel = rec.rel.clone()
+                rec.rel[:3, 3] *= scale
         self.segment_starts.pop()
         self.events.append(f"frame {f.index}: joined the segment to the previous one at keyframe {matched} "
-                           f"(frame {int(self.store.frame_index[matched])})")
+                           f"(frame {int(self.store.frame_index[matched])})"
+                           + ("" if self.prior.metric else f", scale x{scale:.3f}"))
         log.warning(self.events[-1])
+
 
     def _newest_first(self) -> int:
         """The oldest of the newest keyframes that relocalisation tries first (tracking.pnp.relocalise)."""
