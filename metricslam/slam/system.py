@@ -43,6 +43,8 @@ _MIN_TEXTURE_STD = 4.0
 # A two-view start is refused when a homography explains at least this many correspondences per essential-matrix
 # inlier: a rotating camera (or a plane), whose translation and depth two views do not determine.
 _ROTATION_ONLY_SHARE = 1.0
+# Below this fraction of confident grid pixels the flow is unsure of its pose (tracking.pnp.below's default).
+_UNSURE = 0.3
 
 
 class Slam:
@@ -122,6 +124,13 @@ class Slam:
             # The constant-velocity start may have been too far off for the flow: start again from feature PnP.
             feats = self.pnp.features(g)
             found = self._pnp_match(k, feats)
+            if found is None and self.config.tracking.min_confident <= confident < _UNSURE:
+                # Unsure flow and no feature match with the last keyframe: the video may have jumped back to a
+                # place mapped earlier, which the flow half-matches with the wrong keyframe.
+                back = self._relocalise(g, feats)
+                if back is not None and back[1] < self._newest_first():
+                    self._relocalised(f, g, *back)
+                    return
             if found is not None:
                 measured = self._pnp_to_world(found, k)
                 retry = self._flow_to(k, measured, f.rgb, g)
@@ -406,18 +415,7 @@ class Slam:
         if self._failures >= self.config.tracking.reinit_after and float(g.std()) > _MIN_TEXTURE_STD:
             found = self._relocalise(g, feats)
             if found is not None:
-                # Still connected to the map: the new keyframe joins the current segment.
-                pose, matched = found
-                self.events.append(f"frame {f.index}: relocalised against keyframe {matched} "
-                                   f"(frame {int(self.store.frame_index[matched])})")
-                log.warning(self.events[-1])
-                self._failures = 0
-                if matched < self._newest_first() and self.prior.metric:
-                    # Back at a place mapped long before: the newest keyframes do not see it, so the window
-                    # restarts here instead of tying the keyframe to them with edges across unrelated views. The
-                    # global BA's proximity edges connect it to the keyframes it matched.
-                    self.frontend.segment_start = len(self.store)
-                self._add_keyframe(f, g, pose)
+                self._relocalised(f, g, *found)
                 return
             ref = self.store.index_of(prev.ref_uid)
             pose = prev.rel @ self.store.poses[ref]
@@ -429,6 +427,20 @@ class Slam:
             self._add_keyframe(f, g, pose)
             return
         self.records.append(FrameRecord(f.index, f.timestamp, prev.ref_uid, prev.rel.clone(), False))
+
+    def _relocalised(self, f: Frame, g: np.ndarray, pose: torch.Tensor, matched: int) -> None:
+        """The frame as a keyframe of the current segment at the pose feature PnP gave against keyframe
+        ``matched``: still connected to the map."""
+        self.events.append(f"frame {f.index}: relocalised against keyframe {matched} "
+                           f"(frame {int(self.store.frame_index[matched])})")
+        log.warning(self.events[-1])
+        self._failures = 0
+        if matched < self._newest_first() and self.prior.metric:
+            # Back at a place mapped long before: the newest keyframes do not see it, so the window restarts here
+            # instead of tying the keyframe to them with edges across unrelated views. The global BA's proximity
+            # edges connect it to the keyframes it matched.
+            self.frontend.segment_start = len(self.store)
+        self._add_keyframe(f, g, pose)
 
     def _add_keyframe(self, f: Frame, g: np.ndarray, pose_cw: torch.Tensor) -> None:
         cfg = self.config
