@@ -288,12 +288,8 @@ class Slam:
         return self.pnp.relative_pose(kf, self.store.invdepth[k].cpu().numpy(), feats)
 
     def _pnp_to_world(self, found: PnpPose, k: int) -> torch.Tensor:
+        """The frame's T_cw from a PnP solution against keyframe k."""
         return torch.from_numpy(found.T).to(self.store.poses) @ self.store.poses[k]
-
-    def _pnp_pose(self, k: int, feats: Features | None) -> torch.Tensor | None:
-        """T_cw of the frame from feature matches to keyframe k, or None."""
-        found = self._pnp_match(k, feats)
-        return None if found is None else self._pnp_to_world(found, k)
 
     def _support(self, found: PnpPose, pose_cw: torch.Tensor, k: int) -> int:
         """How many of ``found``'s feature matches the frame pose ``pose_cw`` reprojects within the PnP threshold."""
@@ -384,7 +380,6 @@ class Slam:
                            f"(frame {int(self.store.frame_index[matched])})"
                            + ("" if self.prior.metric else f", scale x{scale:.3f}"))
         log.warning(self.events[-1])
-
 
     def _newest_first(self) -> int:
         """The oldest of the newest keyframes that relocalisation tries first (tracking.pnp.relocalise)."""
