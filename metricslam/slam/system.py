@@ -163,7 +163,7 @@ class Slam:
                     return
                 pose = pose if started is None else started
             self._add_keyframe(f, g, pose)
-            self._join_previous_segment(f, g)
+            self._join_previous_segment(f, g, feats)
         else:
             rel = pose @ se3.inverse(self.store.poses[k])
             aligned = self._align_rgbd(f, k, rel)
@@ -348,16 +348,18 @@ class Slam:
                 return placed[a]
         return None
 
-    def _join_previous_segment(self, f: Frame, g: np.ndarray) -> None:
+    def _join_previous_segment(self, f: Frame, g: np.ndarray, feats: Features | None) -> None:
         """After a restart, once the frame's features place it against two keyframes of the previous segment
         that agree (the camera is back where it mapped before the loss), move the current segment's keyframes
-        into the previous segment's frame (and, without a metric prior, its scale) and make the two one segment."""
+        into the previous segment's frame (and, without a metric prior, its scale) and make the two one segment.
+        ``feats``: the frame's features when tracking already computed them."""
         start = self.segment_starts[-1]
         k = len(self.store) - 1
         if self.pnp is None or len(self.segment_starts) < 2 or k == start or int(self.store.frame_index[k]) != f.index:
             return
         previous = range(self.segment_starts[-2], start)
-        agreed = self._agreed(self._placements(self.pnp.features(g), self._most_similar(g, previous)))
+        feats = feats if feats is not None else self.pnp.features(g)
+        agreed = self._agreed(self._placements(feats, self._most_similar(g, previous)))
         if agreed is None:
             return
         matched, placed, found = agreed
